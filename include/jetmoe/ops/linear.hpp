@@ -1,0 +1,24 @@
+// jetmoe/ops/linear.hpp — y = x · Wᵀ with W stored [out, in] (the Hugging Face layout).
+#pragma once
+
+#include "jetmoe/core/dtype.hpp"
+#include "jetmoe/core/view.hpp"
+#include "jetmoe/exec/policy.hpp"
+
+namespace jetmoe::ops {
+
+template <class Policy>
+struct linear_impl {
+  JETMOE_NO_BACKEND("ops::linear");
+};
+
+// x: (T, in) float, rows may be strided but each row contiguous.
+// w: (out, in) float, bf16 or half weights, each row contiguous.
+// y: (T, out) float, overwritten. Accumulation is fp32 whatever the weight type.
+template <class Policy, class W>
+void linear(const Policy& policy, tensor_view<const float, 2> x, tensor_view<W, 2> w, tensor_view<float, 2> y) {
+  static_assert(floating_dtype<W>, "jetmoe::ops::linear: weights must be float, bf16 or half");
+  linear_impl<Policy>::run(policy, x, tensor_view<const std::remove_cv_t<W>, 2>(w), y);
+}
+
+}  // namespace jetmoe::ops
