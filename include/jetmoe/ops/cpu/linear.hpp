@@ -1,0 +1,146 @@
+// jetmoe/ops/cpu/linear.hpp — CPU backend of ops::linear: y = x · Wᵀ, fp32 accumulation.
+//
+// Two shapes of work:
+//  * few rows (T ≤ small_batch_rows, i.e. decoding): memory-bound on the weights. Each task
+//    owns output features; it widens a chunk of a weight row into a stack buffer and dots it
+//    with every x row while the chunk is in L1. Weights are read exactly once.
+//  * many rows (prefill): compute-bound. Output features are cut into fixed blocks; each task
+//    widens its block of weight rows (bf16/half) into a thread-local float buffer, or maps it
+//    in place (float), and runs one single-threaded Eigen GEMM on it.
+// Block sizes depend only on the shapes, never on the thread count, and each output element is
+// produced by exactly one task, so results are identical for any number of threads.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <type_traits>
+#include <vector>
+
+#include "jetmoe/core/dtype.hpp"
+#include "jetmoe/core/error.hpp"
+#include "jetmoe/core/view.hpp"
+#include "jetmoe/exec/cpu.hpp"
+#include "jetmoe/ops/cpu/eigen_map.hpp"
+#include "jetmoe/ops/cpu/widen.hpp"
+#include "jetmoe/ops/linear.hpp"
+
+namespace jetmoe::ops {
+
+namespace cpu_detail {
+
+// Σ a[i]·b[i] in a fixed order: 16 running lanes (a SIMD-friendly shape the compiler keeps in
+// registers), then a fixed pairwise fold, then the tail. Independent of pointer alignment.
+inline float dot(const float* a, const float* b, index_t n) {
+  constexpr int lanes = 16;
+  float lane[lanes] = {};
+  index_t i = 0;
+  for (; i + lanes <= n; i += lanes)
+    for (int j = 0; j < lanes; ++j) lane[j] += a[i + j] * b[i + j];
+  for (int width = lanes / 2; width > 0; width /= 2)
+    for (int j = 0; j < width; ++j) lane[j] += lane[j + width];
+  float total = lane[0];
+  for (; i < n; ++i) total += a[i] * b[i];
+  return total;
+}
+
+struct linear_tuning {
+  static constexpr index_t small_batch_rows = 8;     // T at or below this takes the GEMV path
+  static constexpr index_t gemv_chunk = 512;         // weight elements widened at a time (2 KiB)
+  static constexpr index_t block_bytes = 256 * 1024; // target size of one widened weight block
+  static constexpr index_t min_block_rows = 16;
+  static constexpr index_t max_block_rows = 256;
+
+  // Rows of W per GEMM block: about block_bytes of floats, a multiple of 16 rows.
+  static index_t block_rows(index_t in_features) {
+    const index_t fit = block_bytes / (static_cast<index_t>(sizeof(float)) * std::max<index_t>(in_features, 1));
+    return std::clamp<index_t>(fit / 16 * 16, min_block_rows, max_block_rows);
+  }
+};
+
+// y[t, o] = Σ_k x[t, k] · w[o, k] for T ≤ small_batch_rows.
+template <class W>
+void linear_few_rows(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
+                     tensor_view<float, 2> y) {
+  const index_t rows = x.extent(0);        // T
+  const index_t in_features = x.extent(1); // K
+  exec::parallel_for(policy, w.extent(0), [&](std::ptrdiff_t o) {
+    float acc[linear_tuning::small_batch_rows] = {};
+    float widened[linear_tuning::gemv_chunk];  // (chunk) one piece of weight row o, as float
+    const W* w_row = &w(o, 0);
+    for (index_t k0 = 0; k0 < in_features; k0 += linear_tuning::gemv_chunk) {
+      const index_t n = std::min(linear_tuning::gemv_chunk, in_features - k0);
+      const float* w_chunk;
+      if constexpr (std::is_same_v<W, float>) {
+        w_chunk = w_row + k0;
+      } else {
+        widen(w_row + k0, widened, n);
+        w_chunk = widened;
+      }
+      for (index_t t = 0; t < rows; ++t) acc[t] += dot(w_chunk, &x(t, k0), n);
+    }
+    for (index_t t = 0; t < rows; ++t) y(t, o) = acc[t];
+  });
+}
+
+// y = x · Wᵀ by blocks of output features, one serial Eigen GEMM per block.
+template <class W>
+void linear_many_rows(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
+                      tensor_view<float, 2> y) {
+  const index_t in_features = x.extent(1);
+  const index_t out_features = w.extent(0);
+  const index_t block = linear_tuning::block_rows(in_features);
+  const index_t blocks = (out_features + block - 1) / block;
+  const auto x_map = map_matrix(x);  // (T, K)
+  auto y_map = map_matrix(y);        // (T, out)
+
+  // Inside parallel_for's threads Eigen's GEMM runs serially (it does not nest OpenMP); with
+  // one thread, it must be told so, hence the policy's setting.
+  policy.apply_to_eigen();
+  exec::parallel_for(policy, blocks, [&](std::ptrdiff_t b) {
+    const index_t first = b * block;
+    const index_t count = std::min(block, out_features - first);
+    auto y_block = y_map.middleCols(first, count);  // (T, count)
+    if constexpr (std::is_same_v<W, float>) {
+      const const_matrix_map w_block(&w(first, 0), count, in_features, row_stride_of(w));  // (count, K)
+      y_block.noalias() = x_map * w_block.transpose();
+    } else {
+      thread_local std::vector<float> widened;  // (count, K), reused across calls on this thread
+      widened.resize(static_cast<std::size_t>(count * in_features));
+      for (index_t r = 0; r < count; ++r) widen(&w(first + r, 0), widened.data() + r * in_features, in_features);
+      const Eigen::Map<const row_major_matrix> w_block(widened.data(), count, in_features);  // (count, K)
+      y_block.noalias() = x_map * w_block.transpose();
+    }
+  });
+}
+
+}  // namespace cpu_detail
+
+template <>
+struct linear_impl<exec::cpu> {
+  // x: (T, in); w: (out, in); y: (T, out). y must not overlap x or w.
+  template <class W>
+  static void run(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
+                  tensor_view<float, 2> y) {
+    check(x.extent(1) == w.extent(1), "ops::linear: x ", x.extents(), " has ", x.extent(1),
+          " input features but the weight ", w.extents(), " expects ", w.extent(1));
+    check_shape(y, make_dims(x.extent(0), w.extent(0)), "ops::linear: output y (T, out)");
+    check(x.extent(1) <= 1 || x.stride(1) == 1, "ops::linear: rows of x must be contiguous (strides ",
+          x.strides(), ")");
+    check(w.extent(1) <= 1 || w.stride(1) == 1, "ops::linear: rows of the weight must be contiguous (strides ",
+          w.strides(), ")");
+    check(y.extent(1) <= 1 || y.stride(1) == 1, "ops::linear: rows of y must be contiguous (strides ",
+          y.strides(), ")");
+    if (y.empty()) return;
+    if (x.extent(1) == 0) {  // an empty sum
+      for (index_t t = 0; t < y.extent(0); ++t)
+        for (index_t o = 0; o < y.extent(1); ++o) y(t, o) = 0.0f;
+      return;
+    }
+    if (x.extent(0) <= cpu_detail::linear_tuning::small_batch_rows)
+      cpu_detail::linear_few_rows(policy, x, w, y);
+    else
+      cpu_detail::linear_many_rows(policy, x, w, y);
+  }
+};
+
+}  // namespace jetmoe::ops
