@@ -1,0 +1,93 @@
+// jetmoe/ops/cpu/attention.hpp — CPU backend of ops::attention.
+//
+// One task per (batch, query head, query): scores against the visible keys, fp32 softmax,
+// then the probability-weighted sum of value rows. Every row's arithmetic is sequential in key
+// order, so results do not depend on the thread count. K and V may be strided views of a KV
+// cache; only the head dimension has to be contiguous.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "jetmoe/core/error.hpp"
+#include "jetmoe/core/view.hpp"
+#include "jetmoe/exec/cpu.hpp"
+#include "jetmoe/ops/attention.hpp"
+#include "jetmoe/ops/cpu/linear.hpp"
+
+namespace jetmoe::ops {
+
+template <>
+struct attention_impl<exec::cpu> {
+  // q: (B, Tq, Hq, D); k, v: (B, Tk, Hkv, D); out: (B, Tq, Hq, D).
+  template <class KvHeadMap>
+  static void run(const exec::cpu& policy, tensor_view<const float, 4> q, tensor_view<const float, 4> k,
+                  tensor_view<const float, 4> v, tensor_view<float, 4> out, const attention_options& options,
+                  KvHeadMap kv_head_of) {
+    const index_t batch = q.extent(0), q_len = q.extent(1), q_heads = q.extent(2), head_dim = q.extent(3);
+    const index_t k_len = k.extent(1), kv_heads = k.extent(2);
+    check(k.extent(0) == batch && k.extent(3) == head_dim, "ops::attention: k ", k.extents(),
+          " does not match q ", q.extents(), " (need the same batch and head dimension)");
+    check_shape(v, k.extents(), "ops::attention: v must have the shape of k");
+    check_shape(out, q.extents(), "ops::attention: out must have the shape of q");
+    check(kv_heads >= 1 || q_heads == 0, "ops::attention: k ", k.extents(), " has no kv heads");
+    check(kv_heads == 0 || q_heads % kv_heads == 0, "ops::attention: ", q_heads,
+          " query heads are not a multiple of ", kv_heads, " kv heads");
+    check(head_dim <= 1 || (q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1 && out.stride(3) == 1),
+          "ops::attention: the head dimension must be contiguous in q, k, v and out");
+    const auto& mask = options.key_mask;  // (B, Tk), nonzero = attend
+    const bool has_mask = mask.data() != nullptr || !(mask.extents() == dims<2>{});
+    if (has_mask) check_shape(mask, make_dims(batch, k_len), "ops::attention: key_mask (B, Tk)");
+
+    // Resolve the head mapping once, and reject a mapper that points outside the kv heads.
+    std::vector<index_t> kv_head(static_cast<std::size_t>(q_heads));  // (Hq)
+    for (index_t h = 0; h < q_heads; ++h) {
+      kv_head[h] = kv_head_of(static_cast<int>(h), static_cast<int>(q_heads), static_cast<int>(kv_heads));
+      check(0 <= kv_head[h] && kv_head[h] < kv_heads, "ops::attention: query head ", h, " maps to kv head ",
+            kv_head[h], ", outside [0, ", kv_heads, ")");
+    }
+    if (out.empty()) return;
+
+    exec::parallel_for(policy, batch * q_heads * q_len, [&](std::ptrdiff_t task) {
+      const index_t i = task % q_len;  // query
+      const index_t h = (task / q_len) % q_heads;
+      const index_t b = task / (q_len * q_heads);
+      const index_t g = kv_head[h];
+      const float* query = &q(b, i, h, 0);  // (D)
+      float* result = &out(b, i, h, 0);     // (D)
+
+      // Keys j < visible_end may be seen: causality cuts at q_offset + i (inclusive).
+      index_t visible_end = k_len;
+      if (options.causal) visible_end = std::clamp<index_t>(options.q_offset + i + 1, 0, k_len);
+
+      thread_local std::vector<float> scores;  // (Tk) scaled q·k, then exp(· − max)
+      scores.resize(static_cast<std::size_t>(std::max<index_t>(visible_end, 1)));
+      float max_score = -std::numeric_limits<float>::infinity();
+      bool any_visible = false;
+      for (index_t j = 0; j < visible_end; ++j) {
+        if (has_mask && mask(b, j) == 0) continue;
+        scores[j] = options.scale * cpu_detail::dot(query, &k(b, j, g, 0), head_dim);
+        max_score = any_visible ? std::max(max_score, scores[j]) : scores[j];
+        any_visible = true;
+      }
+      for (index_t d = 0; d < head_dim; ++d) result[d] = 0.0f;
+      if (!any_visible) return;  // a query that sees no key outputs zeros
+
+      float sum = 0.0f;
+      for (index_t j = 0; j < visible_end; ++j) {
+        if (has_mask && mask(b, j) == 0) continue;
+        const float weight = std::exp(scores[j] - max_score);
+        sum += weight;
+        const float* value = &v(b, j, g, 0);  // (D)
+        for (index_t d = 0; d < head_dim; ++d) result[d] += weight * value[d];
+      }
+      const float inverse_sum = 1.0f / sum;
+      for (index_t d = 0; d < head_dim; ++d) result[d] *= inverse_sum;
+    });
+  }
+};
+
+}  // namespace jetmoe::ops
