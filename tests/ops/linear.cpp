@@ -1,0 +1,136 @@
+// ops::linear on the CPU against a plain double-precision reference.
+//
+// Tolerance: the reference uses the very weights the op sees (bf16/half already rounded), so
+// only fp32 accumulation error remains, for every weight type alike. Summing K products in
+// fp32, in any order, is off by at most about K·u·Σ|x_k·w_k| (u = 2^-24, Higham's γ_K); we
+// allow K·FLT_EPSILON·Σ|x_k·w_k| = 2K·u·Σ|x_k·w_k|, plus a tiny absolute floor.
+#include <catch2/catch.hpp>
+
+#include <cfloat>
+#include <vector>
+
+#include "op_test_support.hpp"
+
+using namespace jetmoe;
+using op_test::index_t;
+
+namespace {
+
+// Checks y (T, out) against Σ_k x[t,k]·w[o,k] computed in double.
+template <class W>
+void check_against_reference(tensor_view<const float, 2> x, tensor_view<const W, 2> w, tensor_view<const float, 2> y) {
+  const index_t in = x.extent(1);
+  for (index_t t = 0; t < y.extent(0); ++t)
+    for (index_t o = 0; o < y.extent(1); ++o) {
+      double exact = 0.0, magnitude = 0.0;
+      for (index_t k = 0; k < in; ++k) {
+        const double term = static_cast<double>(x(t, k)) * op_test::as_stored(w(o, k));
+        exact += term;
+        magnitude += std::abs(term);
+      }
+      const double tolerance = static_cast<double>(in) * FLT_EPSILON * magnitude + 1e-30;
+      INFO("T=" << y.extent(0) << " in=" << in << " out=" << y.extent(1) << " at (" << t << "," << o << ")");
+      REQUIRE(std::abs(static_cast<double>(y(t, o)) - exact) <= tolerance);
+    }
+}
+
+template <class W>
+void run_shapes() {
+  // T covers the GEMV path (≤ 8) and the blocked GEMM path; out = 300 with in = 64 spans two
+  // blocks, and in = 513 a short last GEMV chunk.
+  const index_t row_counts[] = {1, 2, 8, 9, 33};
+  const std::pair<index_t, index_t> widths[] = {{1, 1}, {7, 5}, {64, 300}, {513, 37}, {1030, 19}};
+  for (const std::uint32_t seed : {1u, 2u}) {
+    std::mt19937 rng(seed);
+    for (const index_t rows : row_counts)
+      for (const auto& [in, out] : widths) {
+        tensor<float, 2> x({rows, in});  // (T, in)
+        tensor<W, 2> w({out, in});       // (out, in)
+        tensor<float, 2> y({rows, out}); // (T, out)
+        op_test::fill_normal(x.view(), rng);
+        op_test::fill_normal(w.view(), rng, 0.05f);
+        ops::linear(op_test::two_threads, x.view(), std::as_const(w).view(), y.view());
+        check_against_reference<W>(x.view(), std::as_const(w).view(), y.view());
+      }
+  }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("linear matches a double reference for float, bf16 and half weights", "[ops][linear]", float,
+                   bf16, half) {
+  run_shapes<TestType>();
+}
+
+TEMPLATE_TEST_CASE("linear reads strided views: rows of x, expert slices of w, columns of y", "[ops][linear]",
+                   float, bf16, half) {
+  std::mt19937 rng(7);
+  for (const index_t rows : {1, 5, 20}) {
+    const index_t in = 48, out = 70, experts = 3;
+    tensor<float, 2> x_wide({rows, in + 11});           // (T, in + 11): x is its first `in` columns
+    tensor<TestType, 3> w_all({experts, out, in});      // (E, out, in): we use expert 1
+    tensor<float, 2> y_wide = tensor<float, 2>::zeros({rows, out + 5});  // (T, out + 5)
+    op_test::fill_normal(x_wide.view(), rng);
+    op_test::fill_normal(w_all.view(), rng, 0.1f);
+    const auto x = tensor_view<const float, 2>(x_wide.view()).slice(1, 3, 3 + in);   // (T, in), row stride in + 11
+    const auto w = std::as_const(w_all).view().template select<0>(1);                 // (out, in)
+    const auto y = y_wide.view().slice(1, 2, 2 + out);                                 // (T, out), row stride out + 5
+    ops::linear(op_test::two_threads, x, w, y);
+    check_against_reference<TestType>(x, w, y);
+    for (index_t t = 0; t < rows; ++t) {  // columns outside the slice stay untouched
+      REQUIRE(y_wide(t, 0) == 0.0f);
+      REQUIRE(y_wide(t, out + 4) == 0.0f);
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("linear gives bit-identical results for any thread count", "[ops][linear]", float, bf16, half) {
+  std::mt19937 rng(11);
+  for (const index_t rows : {3, 40}) {
+    const index_t in = 300, out = 530;
+    tensor<float, 2> x({rows, in});
+    tensor<TestType, 2> w({out, in});
+    op_test::fill_normal(x.view(), rng);
+    op_test::fill_normal(w.view(), rng, 0.05f);
+    std::vector<std::vector<float>> results;
+    for (const int threads : {1, 2, 3}) {
+      tensor<float, 2> y({rows, out});
+      ops::linear(exec::cpu{threads}, x.view(), std::as_const(w).view(), y.view());
+      results.emplace_back(y.data(), y.data() + y.size());
+    }
+    REQUIRE(results[0] == results[1]);
+    REQUIRE(results[0] == results[2]);
+  }
+}
+
+TEST_CASE("linear with zero input features writes zeros; empty outputs are fine", "[ops][linear]") {
+  tensor<float, 2> x({3, 0});
+  tensor<float, 2> w({4, 0});
+  tensor<float, 2> y({3, 4});
+  for (index_t i = 0; i < y.size(); ++i) y.data()[i] = 9.0f;
+  ops::linear(op_test::two_threads, x.view(), std::as_const(w).view(), y.view());
+  for (index_t i = 0; i < y.size(); ++i) REQUIRE(y.data()[i] == 0.0f);
+
+  tensor<float, 2> x0({0, 5});
+  tensor<bf16, 2> w0({4, 5});
+  tensor<float, 2> y0({0, 4});
+  REQUIRE_NOTHROW(ops::linear(op_test::two_threads, x0.view(), std::as_const(w0).view(), y0.view()));
+}
+
+TEST_CASE("linear rejects mismatched shapes with a message naming both", "[ops][linear][errors]") {
+  tensor<float, 2> x({2, 8});
+  tensor<bf16, 2> w({6, 7});
+  tensor<float, 2> y({2, 6});
+  REQUIRE_THROWS_WITH(ops::linear(op_test::two_threads, x.view(), std::as_const(w).view(), y.view()),
+                      Catch::Contains("ops::linear") && Catch::Contains("[2,8]") && Catch::Contains("[6,7]"));
+
+  tensor<float, 2> w_ok({6, 8});
+  tensor<float, 2> y_bad({2, 5});
+  REQUIRE_THROWS_WITH(ops::linear(op_test::two_threads, x.view(), std::as_const(w_ok).view(), y_bad.view()),
+                      Catch::Contains("ops::linear") && Catch::Contains("[2,6]") && Catch::Contains("[2,5]"));
+
+  // A transposed weight has non-contiguous rows: rejected, not silently misread.
+  tensor<float, 2> w_t({8, 6});
+  REQUIRE_THROWS_AS(
+      ops::linear(op_test::two_threads, x.view(), std::as_const(w_t).view().transpose(0, 1), y.view()), jetmoe::error);
+}
