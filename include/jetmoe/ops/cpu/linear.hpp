@@ -4,10 +4,11 @@
 //  * few rows (T ≤ small_batch_rows, i.e. decoding): memory-bound on the weights. Each task
 //    owns output features; it widens a chunk of a weight row into a stack buffer and dots it
 //    with every x row while the chunk is in L1. Weights are read exactly once.
-//  * many rows (prefill): compute-bound. Output features are cut into fixed blocks; each task
-//    widens its block of weight rows (bf16/half) into a thread-local float buffer, or maps it
-//    in place (float), and runs one single-threaded Eigen GEMM on it.
-// Block sizes depend only on the shapes, never on the thread count, and each output element is
+//  * many rows (prefill): compute-bound. Output features are cut into fixed blocks (and x's
+//    rows into chunks when W has too few blocks to share out); each task widens its block of
+//    weight rows (bf16/half) into a thread-local float buffer, or maps it in place (float),
+//    and runs one single-threaded Eigen GEMM on it.
+// Tiles depend only on the shapes, never on the thread count, and each output element is
 // produced by exactly one task, so results are identical for any number of threads.
 #pragma once
 
@@ -28,32 +29,68 @@ namespace jetmoe::ops {
 
 namespace cpu_detail {
 
-// Σ a[i]·b[i] in a fixed order: 16 running lanes (a SIMD-friendly shape the compiler keeps in
-// registers), then a fixed pairwise fold, then the tail. Independent of pointer alignment.
+// Σ a[i]·b[i] in a fixed order: 16 running lanes (Eigen packets: 4 SSE or 2 AVX registers),
+// then a fixed pairwise fold, then the tail. The order does not depend on pointer alignment
+// or on the SIMD width, so every build and every call site produces the same sums.
+inline constexpr int dot_lanes = 16;
+using dot_lane_array = Eigen::Array<float, dot_lanes, 1>;
+using dot_lane_map = Eigen::Map<const dot_lane_array, Eigen::Unaligned>;
+
+inline float fold_lanes(const dot_lane_array& lane) {
+  const Eigen::Array<float, 8, 1> eight = lane.head<8>() + lane.tail<8>();
+  const Eigen::Array<float, 4, 1> four = eight.head<4>() + eight.tail<4>();
+  return (four[0] + four[2]) + (four[1] + four[3]);
+}
+
 inline float dot(const float* a, const float* b, index_t n) {
-  constexpr int lanes = 16;
-  float lane[lanes] = {};
+  dot_lane_array lane = dot_lane_array::Zero();
   index_t i = 0;
-  for (; i + lanes <= n; i += lanes)
-    for (int j = 0; j < lanes; ++j) lane[j] += a[i + j] * b[i + j];
-  for (int width = lanes / 2; width > 0; width /= 2)
-    for (int j = 0; j < width; ++j) lane[j] += lane[j + width];
-  float total = lane[0];
+  for (; i + dot_lanes <= n; i += dot_lanes) lane += dot_lane_map(a + i) * dot_lane_map(b + i);
+  float total = fold_lanes(lane);
   for (; i < n; ++i) total += a[i] * b[i];
   return total;
 }
 
+// {dot(w, x0, n), dot(w, x1, n)} with one pass over w (a third fewer loads than two dots),
+// bit-identical to calling dot twice.
+inline void dot_pair(const float* w, const float* x0, const float* x1, index_t n, float& out0, float& out1) {
+  dot_lane_array lane0 = dot_lane_array::Zero(), lane1 = dot_lane_array::Zero();
+  index_t i = 0;
+  for (; i + dot_lanes <= n; i += dot_lanes) {
+    const dot_lane_array wi = dot_lane_map(w + i);
+    lane0 += wi * dot_lane_map(x0 + i);
+    lane1 += wi * dot_lane_map(x1 + i);
+  }
+  float total0 = fold_lanes(lane0), total1 = fold_lanes(lane1);
+  for (; i < n; ++i) {
+    total0 += w[i] * x0[i];
+    total1 += w[i] * x1[i];
+  }
+  out0 = total0;
+  out1 = total1;
+}
+
 struct linear_tuning {
-  static constexpr index_t small_batch_rows = 8;     // T at or below this takes the GEMV path
-  static constexpr index_t gemv_chunk = 512;         // weight elements widened at a time (2 KiB)
-  static constexpr index_t block_bytes = 256 * 1024; // target size of one widened weight block
+  static constexpr index_t small_batch_rows = 8;       // T at or below this takes the GEMV path
+  static constexpr index_t gemv_chunk = 512;           // weight elements widened at a time (2 KiB)
+  static constexpr index_t block_bytes = 1024 * 1024;  // target size of one widened weight block
   static constexpr index_t min_block_rows = 16;
   static constexpr index_t max_block_rows = 256;
+  static constexpr index_t min_tasks = 8;              // split x's rows when W has fewer blocks
+  static constexpr index_t min_chunk_rows = 16;        // ... but not into slivers
 
-  // Rows of W per GEMM block: about block_bytes of floats, a multiple of 16 rows.
+  // Rows of W per GEMM block: about block_bytes of floats, a multiple of 16 rows. Larger
+  // blocks amortise Eigen's packing of x, which is redone for every block.
   static index_t block_rows(index_t in_features) {
     const index_t fit = block_bytes / (static_cast<index_t>(sizeof(float)) * std::max<index_t>(in_features, 1));
     return std::clamp<index_t>(fit / 16 * 16, min_block_rows, max_block_rows);
+  }
+  // How many pieces x's rows are cut into: 1 unless W gives too few blocks to keep the
+  // threads busy (a router or a narrow projection over a long prompt).
+  static index_t row_chunks(index_t rows, index_t weight_blocks) {
+    if (weight_blocks >= min_tasks) return 1;
+    const index_t wanted = (min_tasks + weight_blocks - 1) / weight_blocks;
+    return std::clamp<index_t>(std::min(wanted, rows / min_chunk_rows), 1, rows);
   }
 };
 
@@ -76,39 +113,54 @@ void linear_few_rows(const exec::cpu& policy, tensor_view<const float, 2> x, ten
         widen(w_row + k0, widened, n);
         w_chunk = widened;
       }
-      for (index_t t = 0; t < rows; ++t) acc[t] += dot(w_chunk, &x(t, k0), n);
+      index_t t = 0;
+      for (; t + 2 <= rows; t += 2) {
+        float first, second;
+        dot_pair(w_chunk, &x(t, k0), &x(t + 1, k0), n, first, second);
+        acc[t] += first;
+        acc[t + 1] += second;
+      }
+      if (t < rows) acc[t] += dot(w_chunk, &x(t, k0), n);
     }
     for (index_t t = 0; t < rows; ++t) y(t, o) = acc[t];
   });
 }
 
-// y = x · Wᵀ by blocks of output features, one serial Eigen GEMM per block.
+// y = x · Wᵀ by tiles (a block of output features × a chunk of x's rows), one serial Eigen
+// GEMM per tile. Tiles depend only on the shapes.
 template <class W>
 void linear_many_rows(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
                       tensor_view<float, 2> y) {
+  const index_t rows = x.extent(0);
   const index_t in_features = x.extent(1);
   const index_t out_features = w.extent(0);
   const index_t block = linear_tuning::block_rows(in_features);
   const index_t blocks = (out_features + block - 1) / block;
-  const auto x_map = map_matrix(x);  // (T, K)
-  auto y_map = map_matrix(y);        // (T, out)
+  const index_t chunks = linear_tuning::row_chunks(rows, blocks);
+  const index_t chunk = (rows + chunks - 1) / chunks;
 
   // Inside parallel_for's threads Eigen's GEMM runs serially (it does not nest OpenMP); with
-  // one thread, it must be told so, hence the policy's setting.
+  // one thread it must be told so, hence the policy's setting.
   policy.apply_to_eigen();
-  exec::parallel_for(policy, blocks, [&](std::ptrdiff_t b) {
-    const index_t first = b * block;
+  // Consecutive tasks share a weight block, so a thread's static share touches few blocks.
+  exec::parallel_for(policy, blocks * chunks, [&](std::ptrdiff_t task) {
+    const index_t first = task / chunks * block;
     const index_t count = std::min(block, out_features - first);
-    auto y_block = y_map.middleCols(first, count);  // (T, count)
+    const index_t first_row = task % chunks * chunk;
+    const index_t row_count = std::min(chunk, rows - first_row);
+    if (row_count <= 0) return;
+    const auto x_rows = map_matrix(x.slice(0, first_row, first_row + row_count));  // (rows, K)
+    auto y_rows = map_matrix(y.slice(0, first_row, first_row + row_count));  // (rows, out)
+    auto y_tile = y_rows.middleCols(first, count);                            // (rows, count)
     if constexpr (std::is_same_v<W, float>) {
       const const_matrix_map w_block(&w(first, 0), count, in_features, row_stride_of(w));  // (count, K)
-      y_block.noalias() = x_map * w_block.transpose();
+      y_tile.noalias() = x_rows * w_block.transpose();
     } else {
       thread_local std::vector<float> widened;  // (count, K), reused across calls on this thread
       widened.resize(static_cast<std::size_t>(count * in_features));
       for (index_t r = 0; r < count; ++r) widen(&w(first + r, 0), widened.data() + r * in_features, in_features);
       const Eigen::Map<const row_major_matrix> w_block(widened.data(), count, in_features);  // (count, K)
-      y_block.noalias() = x_map * w_block.transpose();
+      y_tile.noalias() = x_rows * w_block.transpose();
     }
   });
 }
