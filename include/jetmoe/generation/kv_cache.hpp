@@ -1,0 +1,74 @@
+// jetmoe/generation/kv_cache.hpp — keys and values of past positions, per layer.
+//
+// Stored (B, Hkv, capacity, D) so that one head's keys are contiguous for attention; the
+// attention op receives them as a strided (B, S, Hkv, D) view. A (B, capacity) mask marks which
+// positions hold real tokens (0 for left padding), so batched prompts of different lengths
+// share one cache.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "jetmoe/core/error.hpp"
+#include "jetmoe/core/tensor.hpp"
+
+namespace jetmoe::generation {
+
+template <exec::execution_policy Policy = exec::cpu>
+class kv_cache {
+ public:
+  kv_cache() = default;
+  kv_cache(const Policy& policy, int layers, index_t batch, index_t kv_heads, index_t capacity, index_t head_dim)
+      : capacity_(capacity), mask_(tensor<std::uint8_t, 2>::zeros(make_dims(batch, capacity))) {
+    check(capacity > 0, "kv_cache: capacity must be positive");
+    for (int l = 0; l < layers; ++l) {
+      keys_.emplace_back(policy, make_dims(batch, kv_heads, capacity, head_dim));  // (B, Hkv, C, D)
+      values_.emplace_back(policy, make_dims(batch, kv_heads, capacity, head_dim));
+    }
+  }
+
+  index_t length() const { return length_; }
+  index_t capacity() const { return capacity_; }
+  index_t batch() const { return mask_.extent(0); }
+  int layers() const { return static_cast<int>(keys_.size()); }
+
+  // Makes room for `count` new positions; `real` (B, count) says which are tokens (1) or padding (0).
+  void reserve_positions(index_t count, tensor_view<const std::uint8_t, 2> real) {
+    check(length_ + count <= capacity_, "kv_cache: ", length_, " cached + ", count, " new positions exceed the capacity ",
+          capacity_, " (the model's context length or the cache size asked for)");
+    check_shape(real, make_dims(batch(), count), "kv_cache::reserve_positions mask");
+    for (index_t b = 0; b < batch(); ++b)
+      for (index_t i = 0; i < count; ++i) mask_(b, length_ + i) = real(b, i);
+  }
+  // Marks the positions reserved above as written by every layer.
+  void commit_positions(index_t count) { length_ += count; }
+
+  // (B, count, Hkv, D) window where the new positions' keys / values go.
+  tensor_view<float, 4> key_slots(int layer, index_t count) { return window(keys_.at(layer), length_, length_ + count); }
+  tensor_view<float, 4> value_slots(int layer, index_t count) { return window(values_.at(layer), length_, length_ + count); }
+  // (B, S, Hkv, D) views of everything cached so far plus `count` reserved positions.
+  tensor_view<const float, 4> keys(int layer, index_t count) { return window(keys_.at(layer), 0, length_ + count); }
+  tensor_view<const float, 4> values(int layer, index_t count) { return window(values_.at(layer), 0, length_ + count); }
+  // (B, S) mask over the same positions.
+  tensor_view<const std::uint8_t, 2> key_mask(index_t count) const {
+    return tensor_view<const std::uint8_t, 2>(mask_.view()).slice(1, 0, length_ + count);
+  }
+
+  void clear() {
+    length_ = 0;
+    mask_ = tensor<std::uint8_t, 2>::zeros(mask_.extents());
+  }
+
+ private:
+  static tensor_view<float, 4> window(tensor<float, 4, Policy>& store, index_t begin, index_t end) {
+    return store.view().slice(2, begin, end).transpose(1, 2);  // (B, Hkv, S, D) → (B, S, Hkv, D)
+  }
+
+  index_t capacity_ = 0;
+  index_t length_ = 0;
+  std::vector<tensor<float, 4, Policy>> keys_;    // per layer (B, Hkv, C, D)
+  std::vector<tensor<float, 4, Policy>> values_;  // per layer (B, Hkv, C, D)
+  tensor<std::uint8_t, 2> mask_;                  // (B, C), host
+};
+
+}  // namespace jetmoe::generation

@@ -1,0 +1,252 @@
+// jetmoe/models/jetmoe/model.hpp — the JetMoE decoder: embeddings, L layers of
+// mixture-of-attention + mixture-of-MLP-experts, final norm.
+//
+//   x   = embed(ids)
+//   per layer:  h = x + MoA(rms_norm(x, eps = 1e-6))       (per-layer norms always use 1e-6)
+//               x = h + MoE(rms_norm(h, eps = 1e-6))
+//   out = rms_norm(x, config.rms_norm_eps)
+//
+// MoA: the router picks S experts per token (S = k for top-k routers); expert e_s projects the
+// token to its Dq = Hkv·D query values; the S·Hkv query heads (head j = s·Hkv + h) attend over
+// the shared keys/values from kv_proj, query head j reading kv head j mod Hkv, with NeoX RoPE;
+// expert e_s projects its heads' output back and the gates weight the sum.
+//
+// The model is a template over the weight storage type W, the router (any routing::router,
+// JetMoE's top-k-then-softmax by default) and the execution policy: swap the router type and
+// every MoA and MoE block of the model follows.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <vector>
+
+#include "jetmoe/core/tensor.hpp"
+#include "jetmoe/generation/kv_cache.hpp"
+#include "jetmoe/io/checkpoint.hpp"
+#include "jetmoe/models/jetmoe/config.hpp"
+#include "jetmoe/models/jetmoe/weights.hpp"
+#include "jetmoe/ops/attention.hpp"
+#include "jetmoe/ops/elementwise.hpp"
+#include "jetmoe/ops/embedding.hpp"
+#include "jetmoe/ops/linear.hpp"
+#include "jetmoe/ops/rms_norm.hpp"
+#include "jetmoe/ops/rope.hpp"
+#include "jetmoe/routing/buffer.hpp"
+#include "jetmoe/routing/mixture_of_attention.hpp"
+#include "jetmoe/routing/moe_mlp.hpp"
+#include "jetmoe/routing/top_k_softmax.hpp"
+#include "jetmoe/routing/workspace.hpp"
+
+namespace jetmoe::models::jetmoe {
+
+// The eps of the two norms inside every layer: JetMoE hard-codes it, whatever rms_norm_eps says.
+inline constexpr float layer_norm_eps = 1e-6f;
+
+// What a forward pass records besides its output, when asked. Host tensors.
+struct forward_trace {
+  bool keep_hidden_states = false;
+  bool keep_router_logits = false;
+  bool keep_expert_counts = false;
+
+  std::vector<tensor<float, 2>> hidden_states;            // L+1 × (B·T, H): embeddings, after each layer but
+                                                          // the last, and the final norm's output
+  std::vector<tensor<float, 2>> attention_router_logits;  // L × (B·T, E)
+  std::vector<tensor<float, 2>> mlp_router_logits;        // L × (B·T, E)
+  std::vector<std::vector<std::int32_t>> attention_expert_counts;  // L × (E): slots each expert served
+  std::vector<std::vector<std::int32_t>> mlp_expert_counts;        // L × (E)
+
+  void clear() {
+    hidden_states.clear();
+    attention_router_logits.clear();
+    mlp_router_logits.clear();
+    attention_expert_counts.clear();
+    mlp_expert_counts.clear();
+  }
+};
+
+template <class W = float, class Router = routing::top_k_then_softmax, exec::execution_policy Policy = exec::cpu>
+class model {
+ public:
+  using weight_type = W;
+  using router_type = Router;
+  using policy_type = Policy;
+  using cache_type = generation::kv_cache<Policy>;
+
+  model(config cfg, weights<W> params, const Policy& policy = {}, Router router = {})
+      : config_(std::move(cfg)), weights_(std::move(params)), policy_(policy) {
+    config_.validate("jetmoe::model");
+    check(static_cast<std::int64_t>(weights_.layers.size()) == config_.num_layers, "jetmoe::model: ",
+          weights_.layers.size(), " layers of weights for num_layers = ", config_.num_layers);
+    attention_.router = router;
+    attention_.top_k = config_.top_k;
+    mlp_.router = router;
+    mlp_.top_k = config_.top_k;
+  }
+
+  // Loads config.json and the weights (single file or sharded) from a Hugging Face model folder.
+  static model load(const std::filesystem::path& directory, const Policy& policy = {},
+                    io::checkpoint_progress_callback on_progress = {}, Router router = {}) {
+    config cfg = load_config(directory / "config.json");
+    const io::checkpoint ckpt = io::checkpoint::open(directory, std::move(on_progress));
+    weights<W> params = load_weights<W>(ckpt, cfg);
+    return model(std::move(cfg), std::move(params), policy, router);
+  }
+
+  const config& cfg() const { return config_; }
+  const weights<W>& params() const { return weights_; }
+  const Policy& policy() const { return policy_; }
+  index_t vocab_size() const { return config_.vocab_size; }
+  index_t context_length() const { return config_.max_position_embeddings; }
+  // S: query slots per token (k for top-k routers), so the attention has S·Hkv query heads.
+  index_t slots() const { return attention_.slots(config_.num_experts); }
+
+  // A KV cache for `batch` rows of up to `capacity` positions (default: the context length).
+  cache_type make_cache(index_t batch, index_t capacity = 0) const {
+    if (capacity == 0) capacity = config_.max_position_embeddings;
+    check(capacity <= config_.max_position_embeddings, "jetmoe::model: a cache of ", capacity,
+          " positions exceeds the context length max_position_embeddings = ", config_.max_position_embeddings);
+    return cache_type(policy_, static_cast<int>(config_.num_layers), batch, config_.num_kv_heads, capacity,
+                      config_.kv_channels);
+  }
+
+  // Runs the decoder over T new tokens per row, appending their keys/values to `cache`, and
+  // returns the final-normed hidden states (B·T, H), valid until the next call.
+  //   input_ids: (B, T) int64, each in [0, V).
+  //   real:      (B, T) 1 = token, 0 = padding (never attended to); empty = all tokens.
+  // New tokens sit at positions cache.length() … cache.length() + T − 1.
+  tensor_view<const float, 2> forward(tensor_view<const std::int64_t, 2> input_ids, tensor_view<const std::uint8_t, 2> real,
+                                      cache_type& cache, forward_trace* trace = nullptr) {
+    const index_t B = input_ids.extent(0), T = input_ids.extent(1), N = B * T;
+    const index_t H = config_.hidden_size, E = config_.num_experts, Hkv = config_.num_kv_heads;
+    const index_t D = config_.kv_channels, Dq = config_.query_width(), S = slots();
+    check(B > 0 && T > 0, "jetmoe::model::forward: empty input ", input_ids.extents());
+    check(input_ids.is_contiguous(), "jetmoe::model::forward: input_ids must be contiguous");
+    check(cache.batch() == B && cache.layers() == config_.num_layers, "jetmoe::model::forward: the cache holds ",
+          cache.batch(), " rows and ", cache.layers(), " layers; the input has ", B, " rows and the model ",
+          config_.num_layers, " layers");
+    check(cache.length() + T <= config_.max_position_embeddings, "jetmoe::model::forward: ", cache.length(),
+          " cached + ", T, " new positions exceed the context length max_position_embeddings = ",
+          config_.max_position_embeddings);
+    if (real.data() == nullptr) {
+      std::vector<std::uint8_t>& ones = all_real_;
+      ones.assign(static_cast<std::size_t>(N), 1);
+      real = make_view<const std::uint8_t>(ones.data(), B, T);
+    }
+    check_shape(real, make_dims(B, T), "jetmoe::model::forward: attention mask (B, T)");
+    const index_t past = cache.length();
+    cache.reserve_positions(T, real);
+
+    positions_.resize(static_cast<std::size_t>(N));
+    for (index_t b = 0; b < B; ++b)
+      for (index_t t = 0; t < T; ++t) positions_[static_cast<std::size_t>(b * T + t)] = past + t;
+    const auto positions = make_view<const std::int64_t>(positions_.data(), N);  // (B·T)
+
+    if (trace) trace->clear();
+    const tensor_view<float, 2> x = x_.matrix(policy_, N, H);      // (B·T, H) the residual stream
+    const tensor_view<float, 2> normed = normed_.matrix(policy_, N, H);  // (B·T, H)
+    const tensor_view<float, 2> y = y_.matrix(policy_, N, H);      // (B·T, H) a block's output
+    const tensor_view<float, 3> q = q_.cube(policy_, N, S, Dq);    // (B·T, S, Dq) queries, slot-major
+    const tensor_view<float, 3> o = o_.cube(policy_, N, S, Dq);    // (B·T, S, Dq) attention output
+    const tensor_view<float, 2> kv = kv_.matrix(policy_, N, 2 * Dq);  // (B·T, 2·Dq) keys then values
+
+    ops::embedding(policy_, weights_.embed_tokens.view(), input_ids.reshape(make_dims(N)), x);
+    if (trace && trace->keep_hidden_states) trace->hidden_states.push_back(snapshot(x));
+
+    // Views of the same buffers in the shapes attention and RoPE want.
+    const tensor_view<float, 3> q_heads = q.reshape(make_dims(N, S * Hkv, D));        // (B·T, S·Hkv, D)
+    const tensor_view<float, 4> q_attn = q.reshape(make_dims(B, T, S * Hkv, D));      // (B, T, S·Hkv, D)
+    const tensor_view<float, 4> o_attn = o.reshape(make_dims(B, T, S * Hkv, D));      // (B, T, S·Hkv, D)
+    const tensor_view<float, 3> k_new(kv.data(), make_dims(N, Hkv, D), make_dims(2 * Dq, D, 1));       // (B·T, Hkv, D)
+    const tensor_view<float, 4> k_rows(kv.data(), make_dims(B, T, Hkv, D), make_dims(T * 2 * Dq, 2 * Dq, D, 1));
+    const tensor_view<float, 4> v_rows(kv.data() + Dq, make_dims(B, T, Hkv, D), make_dims(T * 2 * Dq, 2 * Dq, D, 1));
+
+    ops::attention_options attention_options;
+    attention_options.scale = 1.0f / std::sqrt(static_cast<float>(D));
+    attention_options.q_offset = past;
+    attention_options.causal = true;
+    attention_options.key_mask = cache.key_mask(T);
+    const float theta = static_cast<float>(config_.rope_theta);
+
+    for (index_t l = 0; l < config_.num_layers; ++l) {
+      const layer_weights<W>& lw = weights_.layers[static_cast<std::size_t>(l)];
+      const int layer = static_cast<int>(l);
+
+      // ---- mixture of attention heads ----
+      ops::rms_norm(policy_, x, lw.input_norm.view(), layer_norm_eps, normed);
+      const tensor_view<float, 2> attention_logits = router_logits_slot(trace, trace ? &trace->attention_router_logits : nullptr, N, E);
+      const auto& attention_plan = attention_.map(policy_, lw.moa(), normed, q, workspace_, attention_logits);
+      if (trace && trace->keep_expert_counts) trace->attention_expert_counts.push_back(counts_of(attention_plan));
+      ops::linear(policy_, normed, lw.kv_proj.view(), kv);
+      ops::rope(policy_, q_heads, positions, theta);
+      ops::rope(policy_, k_new, positions, theta);
+      ops::copy<Policy, 4>(policy_, k_rows, cache.key_slots(layer, T));
+      ops::copy<Policy, 4>(policy_, v_rows, cache.value_slots(layer, T));
+      ops::attention(policy_, q_attn, cache.keys(layer, T), cache.values(layer, T), o_attn, attention_options,
+                     ops::kv_head_modulo{});
+      attention_.reduce(policy_, lw.moa(), attention_plan, o, y, workspace_);
+      ops::add_inplace(policy_, x, y);
+
+      // ---- mixture of MLP experts ----
+      ops::rms_norm(policy_, x, lw.post_attention_norm.view(), layer_norm_eps, normed);
+      const tensor_view<float, 2> mlp_logits = router_logits_slot(trace, trace ? &trace->mlp_router_logits : nullptr, N, E);
+      const auto& mlp_plan = mlp_.forward(policy_, lw.mlp(), normed, y, workspace_, mlp_logits);
+      if (trace && trace->keep_expert_counts) trace->mlp_expert_counts.push_back(counts_of(mlp_plan));
+      ops::add_inplace(policy_, x, y);
+
+      if (trace && trace->keep_hidden_states && l + 1 < config_.num_layers) trace->hidden_states.push_back(snapshot(x));
+    }
+    cache.commit_positions(T);
+
+    const tensor_view<float, 2> out = final_.matrix(policy_, N, H);  // (B·T, H)
+    ops::rms_norm(policy_, x, weights_.final_norm.view(), static_cast<float>(config_.rms_norm_eps), out);
+    if (trace && trace->keep_hidden_states) trace->hidden_states.push_back(snapshot(out));
+    return out;
+  }
+
+  // Convenience: a whole sequence batch without a cache kept afterwards.
+  tensor_view<const float, 2> forward(tensor_view<const std::int64_t, 2> input_ids,
+                                      tensor_view<const std::uint8_t, 2> real = {}, forward_trace* trace = nullptr) {
+    scratch_cache_ = make_cache(input_ids.extent(0), std::max<index_t>(input_ids.extent(1), 1));
+    return forward(input_ids, real, scratch_cache_, trace);
+  }
+
+  // logits (rows, V) = hidden (rows, H) · W_lmᵀ.
+  void logits(tensor_view<const float, 2> hidden, tensor_view<float, 2> out) const {
+    ops::linear(policy_, hidden, weights_.output_embedding(), out);
+  }
+
+ private:
+  tensor<float, 2> snapshot(tensor_view<const float, 2> v) const {
+    tensor<float, 2> copy(v.extents());
+    ops::copy<Policy, 2>(policy_, v, copy.view());
+    return copy;
+  }
+  static tensor_view<float, 2> router_logits_slot(forward_trace* trace, std::vector<tensor<float, 2>>* list, index_t N,
+                                                  index_t E) {
+    if (trace == nullptr || !trace->keep_router_logits) return {};
+    list->emplace_back(make_dims(N, E));
+    return list->back().view();
+  }
+  template <class Plan>
+  static std::vector<std::int32_t> counts_of(const Plan& plan) {
+    const auto counts = plan.counts();
+    std::vector<std::int32_t> out(static_cast<std::size_t>(counts.extent(0)));
+    for (index_t e = 0; e < counts.extent(0); ++e) out[static_cast<std::size_t>(e)] = counts(e);
+    return out;
+  }
+
+  config config_;
+  weights<W> weights_;
+  Policy policy_;
+  routing::mixture_of_attention<Router> attention_;
+  routing::moe_mlp<Router> mlp_;
+  routing::routing_workspace<Policy> workspace_;
+  routing::growable_buffer<float, Policy> x_, normed_, y_, q_, o_, kv_, final_;
+  std::vector<std::int64_t> positions_;
+  std::vector<std::uint8_t> all_real_;
+  cache_type scratch_cache_;
+};
+
+}  // namespace jetmoe::models::jetmoe
