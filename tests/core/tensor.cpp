@@ -1,0 +1,71 @@
+// tensor: allocation, zeros, move semantics, clone, and the views it hands out.
+#include <catch2/catch.hpp>
+
+#include <type_traits>
+#include <utility>
+
+#include <jetmoe/core/tensor.hpp>
+
+using namespace jetmoe;
+
+TEST_CASE("zeros gives aligned, zero-filled memory of the right size", "[core][tensor]") {
+  auto t = tensor<float, 2>::zeros({3, 5});  // (3, 5)
+  REQUIRE(t.size() == 15);
+  REQUIRE(t.bytes() == 15 * sizeof(float));
+  REQUIRE(t.extents() == make_dims(3, 5));
+  REQUIRE(reinterpret_cast<std::uintptr_t>(t.data()) % exec::cpu::alignment == 0);
+  for (index_t i = 0; i < t.size(); ++i) REQUIRE(t.data()[i] == 0.0f);
+  auto h = tensor<half, 1>::zeros({7});
+  for (index_t i = 0; i < 7; ++i) REQUIRE(h(i).bits == 0);
+}
+
+TEST_CASE("tensors move, never copy", "[core][tensor]") {
+  static_assert(!std::is_copy_constructible_v<tensor<float, 2>>);
+  static_assert(!std::is_copy_assignable_v<tensor<float, 2>>);
+  static_assert(std::is_nothrow_move_constructible_v<tensor<float, 2>>);
+  static_assert(std::is_nothrow_move_assignable_v<tensor<float, 2>>);
+
+  tensor<float, 2> a({2, 2});
+  a(1, 1) = 4.0f;
+  float* const memory = a.data();
+  tensor<float, 2> b(std::move(a));
+  REQUIRE(b.data() == memory);
+  REQUIRE(b(1, 1) == 4.0f);
+  REQUIRE(a.data() == nullptr);  // NOLINT: checking the moved-from state on purpose
+  REQUIRE(a.size() == 0);
+
+  tensor<float, 2> c({9, 9});
+  c = std::move(b);
+  REQUIRE(c.data() == memory);
+  REQUIRE(c.extents() == make_dims(2, 2));
+  REQUIRE(b.data() == nullptr);  // NOLINT
+
+  c = std::move(c);  // self-move leaves it intact
+  REQUIRE(c.data() == memory);
+  REQUIRE(c(1, 1) == 4.0f);
+}
+
+TEST_CASE("clone copies deeply; views see the tensor's memory", "[core][tensor]") {
+  tensor<std::int64_t, 1> a({4});
+  for (index_t i = 0; i < 4; ++i) a(i) = i * 10;
+  const tensor<std::int64_t, 1> b = a.clone();
+  a(2) = -1;
+  REQUIRE(b(2) == 20);
+  REQUIRE(b.data() != a.data());
+
+  tensor_view<std::int64_t, 1> writable = a;  // implicit, on purpose
+  writable(3) = 7;
+  REQUIRE(a(3) == 7);
+  const tensor_view<const std::int64_t, 1> read_only = b;
+  REQUIRE(read_only(1) == 10);
+}
+
+TEST_CASE("empty tensors own nothing; negative extents are rejected", "[core][tensor]") {
+  tensor<float, 2> empty({0, 5});
+  REQUIRE(empty.data() == nullptr);
+  REQUIRE(empty.size() == 0);
+  REQUIRE(empty.view().empty());
+  const tensor<float, 1> defaulted;
+  REQUIRE(defaulted.data() == nullptr);
+  REQUIRE_THROWS_AS((tensor<float, 2>({2, -1})), jetmoe::error);
+}
