@@ -50,8 +50,14 @@ struct weights {
   std::optional<tensor<W, 2>> lm_head;    // (V, H), only when embeddings are not tied
   std::optional<tensor<W, 2>> score;      // (num_labels, H), sequence-classification head
 
+  // Whether next-token logits can be computed: tied embeddings, or an lm_head.
+  bool tied = true;
+  bool has_lm_head() const { return tied || lm_head.has_value(); }
   // The matrix the logits are computed with: lm_head, or the embeddings when tied.
-  tensor_view<const W, 2> output_embedding() const { return lm_head ? lm_head->view() : embed_tokens.view(); }
+  tensor_view<const W, 2> output_embedding() const {
+    check(has_lm_head(), "jetmoe weights: untied embeddings without lm_head.weight (a classifier checkpoint) give no LM logits");
+    return lm_head ? lm_head->view() : embed_tokens.view();
+  }
 
   std::size_t parameter_count() const {
     std::size_t total = embed_tokens.size() + final_norm.size();
@@ -108,20 +114,22 @@ template <class W>
 weights<W> load_weights(const io::checkpoint& ckpt, const config& c) {
   c.validate(ckpt.directory().string());
   weights<W> w;
+  w.tied = c.tie_word_embeddings;
   detail::for_each_weight(w, c, [&](auto& target, const std::string& name, const auto& shape) {
     using tensor_type = std::remove_reference_t<decltype(target)>;
     target = ckpt.template read<W, tensor_type::rank>(name, shape);
   });
   const weight_shapes s(c);
-  if (!c.tie_word_embeddings) {
-    check(ckpt.contains("lm_head.weight"), ckpt.directory().string(),
-          ": tie_word_embeddings is false but the checkpoint has no lm_head.weight");
-    w.lm_head = ckpt.template read<W, 2>("lm_head.weight", make_dims(s.V, s.H));
-  }
   if (ckpt.contains("score.weight")) {
     const auto& info = ckpt.info("score.weight");
     check(info.shape.size() == 2, ckpt.directory().string(), ": score.weight must be 2-D (num_labels, H)");
     w.score = ckpt.template read<W, 2>("score.weight", make_dims(info.shape[0], s.H));
+  }
+  if (!c.tie_word_embeddings) {
+    // A classifier checkpoint has score.weight instead of an LM head.
+    check(ckpt.contains("lm_head.weight") || w.score.has_value(), ckpt.directory().string(),
+          ": tie_word_embeddings is false but the checkpoint has neither lm_head.weight nor score.weight");
+    if (ckpt.contains("lm_head.weight")) w.lm_head = ckpt.template read<W, 2>("lm_head.weight", make_dims(s.V, s.H));
   }
   return w;
 }
@@ -134,6 +142,7 @@ weights<W> random_weights(const config& c, std::uint64_t seed, float stddev = 0.
                           const exec::cpu& policy = exec::cpu{}) {
   c.validate("random_weights");
   weights<W> w;
+  w.tied = c.tie_word_embeddings;
   std::uint64_t tensor_index = 0;
   const float half_width = stddev * std::sqrt(3.0f);  // uniform(−a, a) has stddev a/√3
   detail::for_each_weight(w, c, [&](auto& target, const std::string& name, const auto& shape) {
