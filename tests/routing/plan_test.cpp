@@ -2,6 +2,8 @@
 // cases. All checks are exact (integer bookkeeping and row copies).
 #include <catch2/catch.hpp>
 
+#include <cstring>
+
 #include "routing_test_helpers.hpp"
 
 using namespace routing_test;
@@ -193,4 +195,36 @@ TEST_CASE("a router that names a nonexistent expert is reported", "[routing][pla
   REQUIRE_THROWS_AS(plan_from(plan, ids, {}, 3, {}), jetmoe::error);
   const std::vector<std::vector<std::int32_t>> negative = {{-2, 0}};
   REQUIRE_THROWS_WITH(plan_from(plan, negative, {}, 3, {}), Catch::Contains("names expert -2"));
+}
+
+TEST_CASE("large batches: routing, gather, scatter and combine are the same on 1 and 2 threads", "[routing][plan]") {
+  // Enough tokens that every CPU kernel splits its work into several parallel tasks.
+  std::mt19937 rng(23);
+  const index_t tokens = 1500, experts = 6, hidden = 40;
+  const auto logits = random_matrix(rng, tokens, experts, 2.0f);
+  const auto x = random_matrix(rng, tokens, hidden);
+  struct outputs {
+    plan_type plan;
+    tensor<float, 2> sorted, y;
+    tensor<float, 3> slots;
+  };
+  const auto run_with = [&](const jetmoe::exec::cpu& policy, outputs& out) {
+    routing::plan_routing(policy, routing::noisy_top_k{0.5f, 3, 1}, logits.view(), 2, out.plan);
+    out.sorted = tensor<float, 2>(jetmoe::make_dims(out.plan.num_sorted_rows(), hidden));
+    routing::gather(policy, x.view(), out.plan.sorted_token(), out.sorted.view());
+    out.slots = tensor<float, 3>(jetmoe::make_dims(tokens, 2, hidden));
+    routing::scatter_to_slots(policy, out.plan, out.sorted.view(), out.slots.view());
+    out.y = tensor<float, 2>(jetmoe::make_dims(tokens, hidden));
+    routing::combine(policy, out.plan, out.sorted.view(), out.y.view());
+  };
+  outputs serial, parallel;
+  run_with(one_thread(), serial);
+  run_with(two_threads(), parallel);
+  check_invariants(parallel.plan);
+  for (index_t i = 0; i < tokens * 2; ++i) {
+    REQUIRE(serial.plan.expert_ids().data()[i] == parallel.plan.expert_ids().data()[i]);
+    REQUIRE(serial.plan.gates().data()[i] == parallel.plan.gates().data()[i]);
+  }
+  REQUIRE(std::memcmp(serial.slots.data(), parallel.slots.data(), serial.slots.bytes()) == 0);
+  REQUIRE(std::memcmp(serial.y.data(), parallel.y.data(), serial.y.bytes()) == 0);
 }

@@ -14,7 +14,7 @@ template <>
 struct route_rows_impl<exec::cpu> {
   // Tokens per task: a router row costs well under a microsecond, so small batches (decoding)
   // stay on the calling thread instead of paying for a parallel region.
-  static constexpr index_t rows_per_task = 64;
+  static constexpr index_t rows_per_task = 512;
 
   template <class RowRule>
   static void run(const exec::cpu& policy, tensor_view<const float, 2> logits, index_t k,
