@@ -3,11 +3,8 @@
 #pragma once
 
 #include "jetmoe/jetmoe.hpp"
-#include "jetmoe/routing.hpp"
 #include "jetmoe/io/checkpoint.hpp"
 #include "jetmoe/io/safetensors.hpp"
-#include "jetmoe/ops/elementwise.hpp"
-#include "jetmoe/ops/cpu/elementwise.hpp"
 #include "jetmoe/generation/generate.hpp"
 #include "jetmoe/generation/kv_cache.hpp"
 #include "jetmoe/generation/sampler.hpp"
