@@ -2,18 +2,24 @@
 //
 // Options are declared with a help line and a target variable; `parse` fills them, prints
 // `--help`, and turns every mistake (unknown option, missing value, bad number) into a
-// one-line error with a hint, never an exception trace.
+// one-line error with a hint, never an exception trace. Checks that only make sense after
+// parsing (a required option, a value out of range) report through `error`, in the same form.
 #pragma once
 
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace jetmoe::cli {
+
+// The exit code of every usage or run-time error of the tools.
+inline constexpr int usage_error = 2;
 
 class parser {
  public:
@@ -28,10 +34,29 @@ class parser {
                         [&target](std::string_view v) { target = std::string(v); return true; }, true});
     return *this;
   }
+  // An option that may be given several times; each value is appended in order.
+  parser& texts(std::string names, std::string metavar, std::string help, std::vector<std::string>& target) {
+    options_.push_back({std::move(names), std::move(metavar), std::move(help),
+                        [&target](std::string_view v) { target.emplace_back(v); return true; }, true});
+    return *this;
+  }
   template <class Number>
   parser& number(std::string names, std::string metavar, std::string help, Number& target) {
     options_.push_back({std::move(names), std::move(metavar), std::move(help),
                         [&target](std::string_view v) { return parse_number(v, target); }, true});
+    return *this;
+  }
+  // A number whose absence the program wants to notice (e.g. "no seed given: draw one").
+  template <class Number>
+  parser& number(std::string names, std::string metavar, std::string help, std::optional<Number>& target) {
+    options_.push_back({std::move(names), std::move(metavar), std::move(help),
+                        [&target](std::string_view v) {
+                          Number value{};
+                          if (!parse_number(v, value)) return false;
+                          target = value;
+                          return true;
+                        },
+                        true});
     return *this;
   }
 
@@ -44,6 +69,8 @@ class parser {
         print_help(stdout);
         return false;
       }
+      if (!arg.starts_with("-") || arg == "-")
+        return fail(exit_code, "unexpected argument '" + std::string(arg) + "'; every input is given with an option");
       std::string_view name = arg, inline_value;
       bool has_inline = false;
       if (const auto eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
@@ -58,6 +85,8 @@ class parser {
         if (has_inline) value = inline_value;
         else if (i + 1 < argc) value = argv[++i];
         else return fail(exit_code, "option '" + std::string(name) + "' needs a value " + match->metavar);
+      } else if (has_inline) {
+        return fail(exit_code, "option '" + std::string(name) + "' takes no value");
       }
       if (!match->apply(value))
         return fail(exit_code, "bad value '" + std::string(value) + "' for option '" + std::string(name) + "'");
@@ -65,14 +94,24 @@ class parser {
     return true;
   }
 
+  // Reports a mistake found after parsing, like parse() does; returns the exit code to use.
+  // `hint` adds "(try --help)", for mistakes the help text can fix.
+  int error(const std::string& message, bool hint = true) const {
+    std::fprintf(stderr, "%s: %s%s\n", program_.c_str(), message.c_str(), hint ? " (try --help)" : "");
+    return usage_error;
+  }
+
   void print_help(std::FILE* out) const {
     std::fprintf(out, "usage: %s [options]\n\n%s\n\noptions:\n", program_.c_str(), summary_.c_str());
     for (const auto& o : options_) {
       std::string left = "  " + o.names + (o.metavar.empty() ? "" : " " + o.metavar);
+      if (left.size() > 30) left += "\n" + std::string(31, ' ');  // keep the help column aligned
       std::fprintf(out, "%-30s %s\n", left.c_str(), o.help.c_str());
     }
     std::fprintf(out, "  %-28s %s\n", "-h, --help", "show this help and exit");
   }
+
+  const std::string& program() const { return program_; }
 
  private:
   struct option {
@@ -99,8 +138,7 @@ class parser {
   }
 
   bool fail(int& exit_code, const std::string& message) const {
-    std::fprintf(stderr, "%s: %s (try --help)\n", program_.c_str(), message.c_str());
-    exit_code = 2;
+    exit_code = error(message);
     return false;
   }
 
@@ -110,7 +148,7 @@ class parser {
       char* end = nullptr;
       const std::string copy(text);
       const double v = std::strtod(copy.c_str(), &end);
-      if (copy.empty() || end != copy.c_str() + copy.size()) return false;
+      if (copy.empty() || copy.front() == ' ' || end != copy.c_str() + copy.size()) return false;
       target = static_cast<Number>(v);
       return true;
     } else {
