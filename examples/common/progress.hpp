@@ -1,7 +1,8 @@
 // examples/common/progress.hpp — the loading progress the tools show on stderr.
 //
-// On a terminal: one bar redrawn in place (at most every 1% or 100 ms) and erased once the
-// weights are in, so the screen keeps only the "load time" line. Written to a file or a pipe,
+// On a terminal: one bar redrawn in place (at most 10 times a second, and only once loading
+// has taken a quarter of a second) and erased once the weights are in, so the screen keeps
+// only the "loaded …" line. Written to a file or a pipe,
 // a bar would leave a trail of carriage returns, so there it appears only for checkpoints big
 // enough to take a while (one plain line per 10%), and not at all for small ones.
 #pragma once
@@ -62,7 +63,7 @@ class load_progress {
     const std::lock_guard lock(mutex_);  // loaders may read tensors from several threads
     if (p.what == io::checkpoint_progress::stage::opening) {
       // Only sharded checkpoints take visible time to open (one validation per shard).
-      if (terminal_ && p.total > 1) {
+      if (terminal_ && p.total > 1 && clock::now() - start_ >= std::chrono::milliseconds(250)) {
         std::fprintf(stderr, "\r\033[Kopening shard %llu/%llu", static_cast<unsigned long long>(p.done),
                      static_cast<unsigned long long>(p.total));
         drawn_ = true;
@@ -71,8 +72,10 @@ class load_progress {
     }
     const int percent = static_cast<int>(100 * p.done / p.total);
     if (terminal_) {
+      // Nothing for loads that end before anyone could read a bar; then at most 10 frames a second.
       const auto now = clock::now();
-      if (percent == last_percent_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
+      if (now - start_ < std::chrono::milliseconds(250)) return;
+      if (percent == last_percent_ || (percent < 100 && now - last_draw_ < std::chrono::milliseconds(100))) return;
       last_percent_ = percent;
       last_draw_ = now;
       constexpr int width = 30;
@@ -93,6 +96,7 @@ class load_progress {
   bool enabled_;
   bool drawn_ = false;
   int last_percent_ = -1;
+  clock::time_point start_ = clock::now();
   clock::time_point last_draw_{};
 };
 
