@@ -1,0 +1,235 @@
+// bench_e2e — end-to-end generation on CPU: prefill and decode tokens per second through
+// generation::generate (greedy, KV cache), batch 1 and 8.
+//
+// Models (bf16 weights, fp32 compute):
+//   demo              the bundled models/jetmoe-pydoc-5m (4 layers, H = 128): prompt 128, 64 new tokens
+//   jetmoe-8b-random  random weights at the JetMoE-8B shape (8.5 B parameters, ≈ 17 GB in bf16):
+//                     prompt 64, 8 new tokens. Only with JETMOE_BENCH_8B=1: drawing the weights
+//                     takes a while and needs ≈ 18.5 GB free; the run is skipped with a message
+//                     when MemAvailable is lower. Built once and reused for both batch sizes.
+//
+// Each row of the batch gets its own random prompt of the same length (no padding). One
+// generate call per iteration: the first new token comes from the prefill pass, the rest are
+// decode steps. Counters:
+//   prefill_tok_s        prompt tokens (all rows) / prefill seconds
+//   decode_tok_s         decode-step tokens (all rows) / decode seconds
+//   prefill_floor_frac   FLOP floor of the prefill (2 · active parameters · tokens + attention) / time
+//   decode_floor_frac    bandwidth floor of a decode step / its time; the weights a step reads are
+//                        estimated for uniform routing: E·(1 − (1 − k/E)^B) distinct experts per
+//                        routed block (exactly k at batch 1)
+// JETMOE_BENCH_PROMPT / JETMOE_BENCH_NEW_TOKENS override the lengths for both models.
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common.hpp"
+#include "jetmoe/models/jetmoe.hpp"
+
+namespace {
+
+using jetmoe::bf16;
+using jetmoe::index_t;
+using namespace jetmoe_bench;
+namespace jm = jetmoe::models::jetmoe;
+using bf16_model = jm::model<bf16>;
+
+jm::config jetmoe_8b_config() {
+  jm::config c;
+  c.vocab_size = 32000;
+  c.hidden_size = 2048;
+  c.num_layers = 24;
+  c.num_experts = 8;
+  c.top_k = 2;
+  c.num_kv_heads = 16;
+  c.kv_channels = 128;
+  c.intermediate_size = 5632;
+  c.max_position_embeddings = 4096;
+  c.rms_norm_eps = 1e-5;
+  c.tie_word_embeddings = true;
+  return c;
+}
+
+// Parameter counts and the work of prefill / decode, from the config alone.
+struct model_cost {
+  double H, E, k, Dq, I, V, L, Hkv, D;
+  explicit model_cost(const jm::config& c)
+      : H(c.hidden_size), E(c.num_experts), k(c.top_k), Dq(c.query_width()), I(c.intermediate_size), V(c.vocab_size),
+        L(c.num_layers), Hkv(c.num_kv_heads), D(c.kv_channels) {}
+
+  double moa_expert_params() const { return 2.0 * Dq * H; }  // query + output projection
+  double mlp_expert_params() const { return 3.0 * H * I; }    // W_in (2I × H) + W_out (H × I)
+  double shared_layer_params() const { return 2.0 * E * H + 2.0 * Dq * H + 4.0 * H; }  // routers, kv_proj, norms, biases
+  double total_params() const {
+    return V * H + H + L * (shared_layer_params() + E * (moa_expert_params() + mlp_expert_params()));
+  }
+  // Multiply-adds per token in the layers' matrices (k experts per routed block).
+  double active_matrix_params() const { return L * (shared_layer_params() + k * (moa_expert_params() + mlp_expert_params())); }
+  // FLOPs of query–key and probability–value products for one query against `keys` keys.
+  double attention_flops(double keys) const { return L * 4.0 * k * Hkv * D * keys; }
+
+  double prefill_flops(double batch, double prompt) const {
+    const double key_pairs = prompt * (prompt + 1.0) / 2.0;  // causal
+    return batch * (2.0 * active_matrix_params() * prompt + attention_flops(key_pairs) + 2.0 * V * H);
+  }
+  double distinct_experts(double batch) const { return E * (1.0 - std::pow(1.0 - k / E, batch)); }
+  // Bytes one decode step must read: every shared weight, the experts the batch's tokens
+  // select, the tied output embedding, and the KV cache so far (fp32).
+  double decode_bytes(double batch, double cached) const {
+    const double weights = L * (shared_layer_params() + distinct_experts(batch) * (moa_expert_params() + mlp_expert_params())) + V * H;
+    return 2.0 * weights + 4.0 * L * batch * cached * 2.0 * Dq;
+  }
+  double decode_flops(double batch, double cached) const {
+    return batch * (2.0 * active_matrix_params() + attention_flops(cached + 1.0) + 2.0 * V * H);
+  }
+};
+
+double available_memory_bytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  double kib = 0.0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024.0;
+  return 0.0;
+}
+
+struct model_slot {
+  std::unique_ptr<bf16_model> model;
+  std::string failure;  // why it could not be built, when it could not
+  double build_seconds = 0.0;
+};
+
+model_slot& demo_model() {
+  static model_slot slot = [] {
+    model_slot s;
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      s.model = std::make_unique<bf16_model>(bf16_model::load(JETMOE_DEMO_MODEL_DIR, policy()));
+    } catch (const std::exception& e) {
+      s.failure = e.what();
+    }
+    s.build_seconds = seconds_since(start);
+    return s;
+  }();
+  return slot;
+}
+
+model_slot& jetmoe_8b_model() {
+  static model_slot slot = [] {
+    model_slot s;
+    const jm::config c = jetmoe_8b_config();
+    const double needed = 2.0 * model_cost(c).total_params() + 1.5 * (1u << 30);
+    const double available = available_memory_bytes();
+    if (available < needed) {
+      s.failure = "skipped: the 8B-shape model needs " + std::to_string(needed / (1u << 30)) + " GiB, MemAvailable is " +
+                  std::to_string(available / (1u << 30)) + " GiB";
+      std::cerr << "bench_e2e: " << s.failure << "\n";
+      return s;
+    }
+    std::cerr << "bench_e2e: drawing random bf16 weights for the JetMoE-8B shape ...\n";
+    const auto start = std::chrono::steady_clock::now();
+    s.model = std::make_unique<bf16_model>(c, jm::random_weights<bf16>(c, 2024, 0.02f, policy()), policy());
+    s.build_seconds = seconds_since(start);
+    std::cerr << "bench_e2e: built in " << s.build_seconds << " s\n";
+    return s;
+  }();
+  return slot;
+}
+
+std::vector<std::vector<std::int64_t>> random_prompts(index_t batch, index_t length, index_t vocab) {
+  std::mt19937_64 rng(7);
+  std::vector<std::vector<std::int64_t>> prompts(static_cast<std::size_t>(batch));
+  for (auto& p : prompts) {
+    p.push_back(1);  // BOS
+    while (static_cast<index_t>(p.size()) < length) p.push_back(3 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(vocab - 3)));
+  }
+  return prompts;
+}
+
+void bm_generate(benchmark::State& state, model_slot& (*get)(), index_t batch, index_t prompt, index_t new_tokens) {
+  model_slot& slot = get();
+  if (!slot.model) {
+    state.SkipWithError(slot.failure.c_str());
+    for (auto _ : state) {
+    }
+    return;
+  }
+  bf16_model& m = *slot.model;
+  const auto prompts = random_prompts(batch, prompt, m.vocab_size());
+  jetmoe::generation::generation_options options;
+  options.max_new_tokens = new_tokens;  // greedy by default; no EOS: every row runs the full length
+
+  double prefill_seconds = 0.0, decode_seconds = 0.0, prompt_tokens = 0.0, decode_tokens = 0.0;
+  for (auto _ : state) {
+    const auto result = jetmoe::generation::generate(m, prompts, options);
+    benchmark::DoNotOptimize(result.tokens.data());
+    state.SetIterationTime(result.prefill_seconds + result.decode_seconds);
+    prefill_seconds += result.prefill_seconds;
+    decode_seconds += result.decode_seconds;
+    prompt_tokens += static_cast<double>(result.prompt_tokens);
+    decode_tokens += static_cast<double>(result.generated_tokens - batch);  // the first came from prefill
+  }
+  const double iterations = static_cast<double>(state.iterations());
+  const model_cost cost(m.cfg());
+  const double steps = static_cast<double>(new_tokens - 1);
+  const double b = static_cast<double>(batch), p = static_cast<double>(prompt);
+  // Decode floor: the mean step, at the mean cache length of the decode phase.
+  const double mean_cached = p + steps / 2.0;
+  const double decode_floor = floor_seconds(cost.decode_bytes(b, mean_cached), cost.decode_flops(b, mean_cached));
+  const double prefill_floor = floor_seconds(2.0 * cost.total_params(), cost.prefill_flops(b, p));
+  const double prefill_per_iteration = prefill_seconds / iterations;
+  const double step_seconds = steps > 0 ? decode_seconds / iterations / steps : 0.0;
+
+  state.counters["prefill_tok_s"] = prompt_tokens / prefill_seconds;
+  state.counters["decode_tok_s"] = decode_tokens > 0 ? decode_tokens / decode_seconds : 0.0;
+  state.counters["prefill_ms"] = 1e3 * prefill_per_iteration;
+  state.counters["decode_step_ms"] = 1e3 * step_seconds;
+  state.counters["prefill_floor_ms"] = 1e3 * prefill_floor;
+  state.counters["decode_step_floor_ms"] = 1e3 * decode_floor;
+  state.counters["prefill_floor_frac"] = prefill_floor / prefill_per_iteration;
+  state.counters["decode_floor_frac"] = step_seconds > 0 ? decode_floor / step_seconds : 0.0;
+  state.counters["batch"] = b;
+  state.counters["prompt"] = p;
+  state.counters["new_tokens"] = static_cast<double>(new_tokens);
+  state.counters["parameters"] = cost.total_params();
+  state.counters["build_s"] = slot.build_seconds;
+}
+
+void register_model(const char* name, model_slot& (*get)(), index_t prompt, index_t new_tokens, bool slow) {
+  prompt = env_int("JETMOE_BENCH_PROMPT", static_cast<int>(prompt));
+  new_tokens = env_int("JETMOE_BENCH_NEW_TOKENS", static_cast<int>(new_tokens));
+  for (index_t batch : {1, 8}) {
+    const std::string full_name = std::string("generate/") + name + "/B:" + std::to_string(batch);
+    auto* b = benchmark::RegisterBenchmark(full_name.c_str(), bm_generate, get, batch, prompt, new_tokens);
+    b->UseManualTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
+    if (slow) {
+      b->Iterations(1)->Repetitions(env_int("JETMOE_BENCH_8B_REPS", 1));
+    } else {
+      b->MinTime(0.5)->Repetitions(env_int("JETMOE_BENCH_REPS", 3));
+    }
+    add_spread_statistics(b);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  add_common_context();
+  register_model("demo", demo_model, 128, 64, false);
+  const bool with_8b = env_flag("JETMOE_BENCH_8B");
+  if (with_8b) register_model("jetmoe-8b-random", jetmoe_8b_model, 64, 8, true);
+  benchmark::AddCustomContext("jetmoe_8b", with_8b ? "run" : "not run (set JETMOE_BENCH_8B=1)");
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
