@@ -22,6 +22,10 @@
 //   moa_map, moa_reduce   the two routed halves of routing::mixture_of_attention
 //   dense_mlp, dense_moa_map, dense_moa_reduce   the dense equivalents (name/shape/T:tokens)
 //
+// Caches: every benchmark that reads weights starts its timed call with cold caches (a 64 MiB
+// write outside the timed region), as in a model where the other layers evict them; the routing
+// stages (router, plan, gather, combine) run on activations left in cache.
+//
 // Counters: floor_us / floor_frac / compute_bound / GFLOPs / GBps (bench/common.hpp);
 // dense_ratio on whole blocks = block time / median dense-equivalent time at the same T;
 // experts_used = experts that received at least one row.
@@ -338,11 +342,17 @@ Point& cached_point(const std::string& key, Make&& make) {
   return *current;
 }
 
+// Whether a timed call starts with cold caches (bench/common.hpp flush_caches): yes for
+// everything that reads weights; the routing stages work on activations a model has just
+// written, which are in cache.
+enum class caches { cold, warm };
+
 // Wall time of op per iteration, also handed to Google Benchmark as the manual time.
 template <class Op>
-double time_iterations(benchmark::State& state, Op&& op) {
+double time_iterations(benchmark::State& state, caches start_with, Op&& op) {
   double total = 0.0;
   for (auto _ : state) {
+    if (start_with == caches::cold) flush_caches();  // outside the timed region
     const auto start = std::chrono::steady_clock::now();
     op();
     const double seconds = seconds_since(start);
@@ -393,6 +403,7 @@ dense_point& dense_mlp_point(const mlp_shape& s, index_t T) {
 
 double measure_dense_mlp_once(const mlp_shape& s, index_t T) {
   dense_point& d = dense_mlp_point(s, T);
+  flush_caches();
   const auto start = std::chrono::steady_clock::now();
   run_dense_mlp(s, d);
   return seconds_since(start);
@@ -401,7 +412,7 @@ double measure_dense_mlp_once(const mlp_shape& s, index_t T) {
 void bm_dense_mlp(benchmark::State& state, mlp_shape s, index_t T) {
   mlp_weights(s);  // built here, not inside the first timed iteration
   dense_point& d = dense_mlp_point(s, T);
-  const double seconds = time_iterations(state, [&] {
+  const double seconds = time_iterations(state, caches::cold, [&] {
     run_dense_mlp(s, d);
     benchmark::DoNotOptimize(d.y.data());
   });
@@ -462,28 +473,28 @@ void bm_mlp_stage(benchmark::State& state, mlp_stage stage, mlp_shape s, distrib
       const auto steered = p.router.steered(T, s.experts);
       tensor<std::int32_t, 2> ids(make_dims(T, s.top_k));
       tensor<float, 2> gates(make_dims(T, s.top_k));
-      seconds = time_iterations(state, [&] {
+      seconds = time_iterations(state, caches::warm, [&] {
         routing::top_k_then_softmax{}.route(policy(), steered, s.top_k, ids.view(), gates.view());
         benchmark::DoNotOptimize(gates.data());
       });
       break;
     }
     case mlp_stage::plan:
-      seconds = time_iterations(state, [&] {
+      seconds = time_iterations(state, caches::warm, [&] {
         plan.prepare(policy(), T, s.top_k, s.experts);  // same sizes: the router's ids stay
         routing::build_plan(policy(), plan);
         benchmark::DoNotOptimize(plan.sorted_slot().data());
       });
       break;
     case mlp_stage::gather:
-      seconds = time_iterations(state, [&] {
+      seconds = time_iterations(state, caches::warm, [&] {
         routing::gather(policy(), p.x.view(), plan.sorted_token(), p.sorted.view());
         benchmark::DoNotOptimize(p.sorted.data());
       });
       break;
     case mlp_stage::grouped_glu: {
       tensor<float, 2> activated(make_dims(p.rows(), s.inner));  // (N, I)
-      seconds = time_iterations(state, [&] {
+      seconds = time_iterations(state, caches::cold, [&] {
         routing::grouped_glu(policy(), plan, routing::expert_input::sorted(p.sorted.view()), w.input.view(),
                              activated.view(), p.stage_ws.experts);
         benchmark::DoNotOptimize(activated.data());
@@ -491,14 +502,14 @@ void bm_mlp_stage(benchmark::State& state, mlp_stage stage, mlp_shape s, distrib
       break;
     }
     case mlp_stage::grouped_linear:
-      seconds = time_iterations(state, [&] {
+      seconds = time_iterations(state, caches::cold, [&] {
         routing::grouped_linear(policy(), plan, routing::expert_input::sorted(p.u.view()), w.output.view(), p.z.view(),
                                 p.stage_ws.experts);
         benchmark::DoNotOptimize(p.z.data());
       });
       break;
     case mlp_stage::combine:
-      seconds = time_iterations(state, [&] {
+      seconds = time_iterations(state, caches::warm, [&] {
         routing::combine(policy(), plan, p.z.view(), p.y.view(), w.bias.view());
         benchmark::DoNotOptimize(p.y.data());
       });
@@ -506,7 +517,7 @@ void bm_mlp_stage(benchmark::State& state, mlp_stage stage, mlp_shape s, distrib
     case mlp_stage::layer: {
       const routing::moe_mlp<steered_router> moe{.router = p.router, .top_k = s.top_k};
       const auto weights = w.view();
-      seconds = time_iterations(state, [&] {
+      seconds = time_iterations(state, caches::cold, [&] {
         moe.forward(policy(), weights, p.x.view(), p.y.view(), p.layer_ws);
         benchmark::DoNotOptimize(p.y.data());
       });
@@ -558,6 +569,7 @@ void run_dense_moa(const moa_weights_holder& w, dense_point& d, moa_half half) {
 double measure_dense_moa_once(const moa_shape& s, index_t T, moa_half half) {
   const moa_weights_holder& w = moa_weights(s);
   dense_point& d = dense_moa_point(s, T);
+  flush_caches();
   const auto start = std::chrono::steady_clock::now();
   run_dense_moa(w, d, half);
   return seconds_since(start);
@@ -568,7 +580,7 @@ const char* name_of(moa_half half) { return half == moa_half::map ? "map" : "red
 void bm_dense_moa(benchmark::State& state, moa_shape s, index_t T, moa_half half) {
   const moa_weights_holder& w = moa_weights(s);  // built before timing starts
   dense_point& d = dense_moa_point(s, T);
-  const double seconds = time_iterations(state, [&] {
+  const double seconds = time_iterations(state, caches::cold, [&] {
     run_dense_moa(w, d, half);
     benchmark::DoNotOptimize(d.y.data());
     benchmark::DoNotOptimize(d.hidden.data());
@@ -586,12 +598,12 @@ void bm_moa(benchmark::State& state, moa_shape s, distribution d, index_t T, moa
   const auto& plan = p.ws.plan;
   double seconds = 0.0;
   if (half == moa_half::map) {
-    seconds = time_iterations(state, [&] {
+    seconds = time_iterations(state, caches::cold, [&] {
       p.moa.map(policy(), weights, p.x.view(), p.q.view(), p.ws);
       benchmark::DoNotOptimize(p.q.data());
     });
   } else {
-    seconds = time_iterations(state, [&] {
+    seconds = time_iterations(state, caches::cold, [&] {
       p.moa.reduce(policy(), weights, plan, p.o.view(), p.y.view(), p.ws);
       benchmark::DoNotOptimize(p.y.data());
     });

@@ -77,6 +77,18 @@ void fill_uniform(jetmoe::tensor<T, R>& t, float scale, std::uint64_t seed) {
   fill_uniform(t.data(), t.size(), scale, seed);
 }
 
+// Evicts the caches by writing a buffer twice the size of the L3 of the machines we use
+// (32 MiB): called before each timed call of a block that reads weights, so the weights come
+// from memory as they do in a model, where the other layers' weights evict them between calls.
+inline void flush_caches() {
+  constexpr index_t bytes = index_t{64} << 20, chunk = index_t{1} << 20;
+  static char* buffer = static_cast<char*>(policy().allocate(bytes));
+  static int generation = 0;
+  const int value = ++generation & 0x7f;
+  jetmoe::exec::parallel_for(policy(), bytes / chunk, [&](std::ptrdiff_t c) { std::memset(buffer + c * chunk, value, chunk); });
+  benchmark::ClobberMemory();
+}
+
 // ---- hardware floors ---------------------------------------------------------------------------
 
 struct hardware_floors {
