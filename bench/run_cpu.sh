@@ -15,6 +15,9 @@
 #   JETMOE_BENCH_THREADS=N  threads of the library (default: one per hardware thread)
 #   JETMOE_BENCH_REPS=N     repetitions per point (default 3); medians and min–max come from them
 #   JETMOE_BENCH_TOKENS=... explicit token counts for bench_moe, e.g. 1,64,512
+#   QUIET_LOAD=X            before each suite, wait (up to QUIET_WAIT_S, default 1800 s) until the
+#                           1-minute load average is below X: on a shared machine, other jobs'
+#                           threads otherwise show up in the timings
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -69,7 +72,7 @@ json.dump({
     "compiler": sh("c++", "--version").splitlines()[0] if sh("c++", "--version") else "",
     "mode": "full" if sys.argv[2] == "1" else "quick", "with_8b": sys.argv[3] == "1",
     "threads": os.environ.get("JETMOE_BENCH_THREADS", "default (one per hardware thread)"),
-    "load": {"before_moe": open("/proc/loadavg").read().split()[:3]},
+    "load": {},
 }, open(sys.argv[1], "w"), indent=2)
 EOF
 record_load() {  # record_load KEY
@@ -81,17 +84,32 @@ json.dump(meta, open(sys.argv[1], "w"), indent=2)
 EOF
 }
 
+wait_for_quiet() {
+  [[ -n "${QUIET_LOAD:-}" ]] || return 0
+  local waited=0 limit="${QUIET_WAIT_S:-1800}"
+  while python3 -c "import sys; sys.exit(float(open('/proc/loadavg').read().split()[0]) < float(sys.argv[1]))" "$QUIET_LOAD"; do
+    if ((waited >= limit)); then
+      echo "bench/run_cpu.sh: load still $(cut -d' ' -f1 /proc/loadavg) after ${waited} s; running anyway" >&2
+      return 0
+    fi
+    ((waited % 60 == 0)) && echo "bench/run_cpu.sh: waiting for load < $QUIET_LOAD (now $(cut -d' ' -f1 /proc/loadavg))"
+    sleep 10
+    waited=$((waited + 10))
+  done
+}
+
 run_suite() {  # run_suite NAME: console copy in NAME.txt, JSON in NAME.json
-  local name="$1"
+  local name="$1" short="${1#bench_}"
+  wait_for_quiet
+  record_load "before_$short"
   echo "== $name ($(cut -d' ' -f1-3 /proc/loadavg) load) =="
-  "$build_dir/bench/$name" --benchmark_out="$results/cpu_${name#bench_}.json" --benchmark_out_format=json \
-    --benchmark_counters_tabular=true 2>&1 | tee "$results/cpu_${name#bench_}.txt"
+  "$build_dir/bench/$name" --benchmark_out="$results/cpu_$short.json" --benchmark_out_format=json \
+    --benchmark_counters_tabular=true 2>&1 | tee "$results/cpu_$short.txt"
+  record_load "after_$short"
 }
 
 run_suite bench_moe
-record_load after_moe
 run_suite bench_e2e
-record_load after_e2e
 
 if ((docs)); then
   plot_args=(--results "$results" --img docs/img --doc docs/benchmarks.md)
