@@ -202,7 +202,11 @@ def as_cuda_graph(fn):
 
 def jetmoe_config(**fields):
     from transformers import JetMoeConfig
-    return JetMoeConfig(**fields)
+    config = JetMoeConfig(**fields)
+    # transformers 5 can swap an MoE's expert loop for other backends; pin the eager one (a no-op
+    # where JetMoE's experts do not take part in that switch).
+    config._experts_implementation = "eager"
+    return config
 
 
 def transformers_block(class_name, config):
@@ -389,7 +393,8 @@ def build_model(config_fields):
     torch.set_default_dtype(torch.bfloat16)  # parameters are created in bf16 directly (17 GB, not 34)
     try:
         with torch.device("cuda"):
-            for kwargs in ({"attn_implementation": "eager", "dtype": torch.bfloat16},
+            for kwargs in ({"attn_implementation": "eager", "experts_implementation": "eager", "dtype": torch.bfloat16},
+                           {"attn_implementation": "eager", "dtype": torch.bfloat16},
                            {"attn_implementation": "eager", "torch_dtype": torch.bfloat16},
                            {"attn_implementation": "eager"}):
                 try:
@@ -401,7 +406,23 @@ def build_model(config_fields):
                 raise RuntimeError("AutoModelForCausalLM.from_config accepted none of the argument sets tried")
     finally:
         torch.set_default_dtype(torch.float32)
+    if hasattr(model, "set_experts_implementation"):
+        try:
+            model.set_experts_implementation("eager")
+        except Exception as error:  # noqa: BLE001 - JetMoE's experts may not take part in the switch
+            print(f"peers_gpu: set_experts_implementation('eager'): {error}", file=sys.stderr)
     return model.to(device="cuda", dtype=torch.bfloat16).eval()
+
+
+def describe_backends(model):
+    """What transformers says it runs: attention and experts implementations."""
+    described = {"attention": getattr(model.config, "_attn_implementation", "?")}
+    if hasattr(model, "get_experts_implementation"):
+        try:
+            described["experts"] = model.get_experts_implementation()
+        except Exception as error:  # noqa: BLE001
+            described["experts"] = f"unknown ({error})"
+    return described
 
 
 def forward(model, ids, past=None):
@@ -414,6 +435,8 @@ def forward(model, ids, past=None):
 @torch.no_grad()
 def bench_model(results, floors, batches, prompt, decode_steps, extra_prefill):
     model = build_model(JETMOE_8B)
+    backends = describe_backends(model)
+    print(f"peers_gpu: transformers model backends: {backends}", flush=True)
     cost = model_cost(JETMOE_8B)
     generator = torch.Generator().manual_seed(2)
     cases = [(b, prompt) for b in batches] + list(extra_prefill)
@@ -442,6 +465,7 @@ def bench_model(results, floors, batches, prompt, decode_steps, extra_prefill):
         prefill = statistics.median(prefill_times)
         prefill_floor = floor_seconds(floors, ELEMENT_BYTES * cost["total_params"], cost["prefill_flops"](batch, length))
         entry = dict(impl="transformers", block="model", shape="jetmoe-8b-random", distribution=None, T=batch * length,
+                     backends=str(backends),
                      batch=batch, prompt=length, prefill_s=prefill, prefill_tok_s=batch * length / prefill,
                      prefill_floor_frac=prefill_floor / prefill, prefill_reps=len(prefill_times))
         if decode_times:

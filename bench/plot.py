@@ -302,6 +302,10 @@ def plot_all(records, e2e_records, img_dir, title_suffix):
         pts = series(records, floor_kind, [shape, "uniform"], lambda r: counter(r, "floor_us"))
         if pts:
             ax.plot([p[0] for p in pts], [p[1] * 1e-3 for p in pts], ":", color="grey", label=f"hardware floor ({blocks[0][1]}, uniform)")
+        if not ax.lines:
+            ax.text(0.5, 0.5, "not in this run", ha="center", va="center", transform=ax.transAxes)
+            ax.set_title(SHAPE_TITLES[shape], fontsize=10)
+            continue
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("tokens T")
@@ -329,6 +333,10 @@ def plot_all(records, e2e_records, img_dir, title_suffix):
             pts = series(records, kind, [shape], lambda r: counter(r, "floor_frac"))
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "k" + style, marker="s", label=label)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "not in this run", ha="center", va="center", transform=ax.transAxes)
+            ax.set_title(SHAPE_TITLES[shape], fontsize=10)
+            continue
         ax.set_xscale("log", base=2)
         ax.set_ylim(0, 1.05)
         ax.axhline(1.0, color="grey", lw=0.8)
@@ -384,7 +392,7 @@ def plot_all(records, e2e_records, img_dir, title_suffix):
             hi = [r["counters"][key]["max"] - m for m, r in zip(med, rows)]
             ax.bar([i + offset for i in x], med, width=0.4, yerr=[lo, hi], capsize=3, label=name)
             for i, m in zip(x, med):
-                ax.text(i + offset, m, f"{m:.3g}", ha="center", va="bottom", fontsize=7)
+                ax.text(i + offset, m, f"{m:,.0f}" if m >= 10 else f"{m:.2g}", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(list(x))
         ax.set_xticklabels(labels, fontsize=8)
         ax.set_yscale("log")
