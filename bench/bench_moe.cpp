@@ -27,7 +27,8 @@
 // stages (router, plan, gather, combine) run on activations left in cache.
 //
 // Counters: floor_us / floor_frac / compute_bound / GFLOPs / GBps (bench/common.hpp);
-// dense_ratio on whole blocks = block time / median dense-equivalent time at the same T;
+// dense_ratio on whole blocks = block time / time of its dense equivalent, the two alternating
+// in the same iterations (dense_ms is the latter);
 // experts_used = experts that received at least one row.
 //
 // Tokens: T ∈ {1, 16, 256, 2048} by default; JETMOE_BENCH_FULL=1 runs 1 … 16384;
@@ -38,9 +39,7 @@
 
 #include <cmath>
 #include <cstdint>
-#include <functional>
 #include <iostream>
-#include <map>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -362,19 +361,30 @@ double time_iterations(benchmark::State& state, caches start_with, Op&& op) {
   return total / static_cast<double>(state.iterations());
 }
 
-// Dense-equivalent times per "shape/kind/T", recorded by the dense benchmarks (registered
-// before the blocks that compare with them) and read back as a median.
-std::map<std::string, std::vector<double>>& dense_times() {
-  static std::map<std::string, std::vector<double>> times;
-  return times;
-}
+// A block and its dense equivalent timed in the same iterations, each call from cold caches:
+// the host this VM runs on drifts by tens of percent over minutes, and alternating the two
+// keeps that drift out of their ratio. The block's time is the manual time.
+struct paired_seconds {
+  double block = 0.0, dense = 0.0;
+};
 
-double median_dense_time(const std::string& key, const std::function<double()>& measure_once) {
-  auto& times = dense_times()[key];
-  if (times.empty()) times.push_back(measure_once());  // its benchmark was filtered out
-  std::vector<double> sorted = times;
-  std::sort(sorted.begin(), sorted.end());
-  return sorted[sorted.size() / 2];
+template <class Block, class Dense>
+paired_seconds time_with_dense(benchmark::State& state, Block&& block, Dense&& dense) {
+  paired_seconds total;
+  for (auto _ : state) {
+    flush_caches();
+    auto start = std::chrono::steady_clock::now();
+    block();
+    const double block_seconds = seconds_since(start);
+    flush_caches();
+    start = std::chrono::steady_clock::now();
+    dense();
+    total.dense += seconds_since(start);
+    state.SetIterationTime(block_seconds);
+    total.block += block_seconds;
+  }
+  const auto n = static_cast<double>(state.iterations());
+  return {total.block / n, total.dense / n};
 }
 
 std::string point_key(const char* shape, index_t T) { return std::string(shape) + "/T:" + std::to_string(T); }
@@ -401,14 +411,6 @@ dense_point& dense_mlp_point(const mlp_shape& s, index_t T) {
   });
 }
 
-double measure_dense_mlp_once(const mlp_shape& s, index_t T) {
-  dense_point& d = dense_mlp_point(s, T);
-  flush_caches();
-  const auto start = std::chrono::steady_clock::now();
-  run_dense_mlp(s, d);
-  return seconds_since(start);
-}
-
 void bm_dense_mlp(benchmark::State& state, mlp_shape s, index_t T) {
   mlp_weights(s);  // built here, not inside the first timed iteration
   dense_point& d = dense_mlp_point(s, T);
@@ -416,7 +418,6 @@ void bm_dense_mlp(benchmark::State& state, mlp_shape s, index_t T) {
     run_dense_mlp(s, d);
     benchmark::DoNotOptimize(d.y.data());
   });
-  dense_times()[point_key(s.name, T)].push_back(seconds);
   set_floor_counters(state, seconds, dense_mlp_bytes(s, T), dense_mlp_flops(s, T));
   state.counters["tokens"] = static_cast<double>(T);
 }
@@ -517,13 +518,20 @@ void bm_mlp_stage(benchmark::State& state, mlp_stage stage, mlp_shape s, distrib
     case mlp_stage::layer: {
       const routing::moe_mlp<steered_router> moe{.router = p.router, .top_k = s.top_k};
       const auto weights = w.view();
-      seconds = time_iterations(state, caches::cold, [&] {
-        moe.forward(policy(), weights, p.x.view(), p.y.view(), p.layer_ws);
-        benchmark::DoNotOptimize(p.y.data());
-      });
-      const double dense = median_dense_time(point_key(s.name, T), [&] { return measure_dense_mlp_once(s, T); });
-      state.counters["dense_ratio"] = seconds / dense;
-      state.counters["dense_ms"] = 1e3 * dense;
+      dense_point& d = dense_mlp_point(s, T);
+      const paired_seconds times = time_with_dense(
+          state,
+          [&] {
+            moe.forward(policy(), weights, p.x.view(), p.y.view(), p.layer_ws);
+            benchmark::DoNotOptimize(p.y.data());
+          },
+          [&] {
+            run_dense_mlp(s, d);
+            benchmark::DoNotOptimize(d.y.data());
+          });
+      seconds = times.block;
+      state.counters["dense_ratio"] = times.block / times.dense;
+      state.counters["dense_ms"] = 1e3 * times.dense;
       break;
     }
   }
@@ -566,15 +574,6 @@ void run_dense_moa(const moa_weights_holder& w, dense_point& d, moa_half half) {
     jetmoe::ops::linear(policy(), d.hidden.view(), w.dense_reduce.view(), d.y.view());
 }
 
-double measure_dense_moa_once(const moa_shape& s, index_t T, moa_half half) {
-  const moa_weights_holder& w = moa_weights(s);
-  dense_point& d = dense_moa_point(s, T);
-  flush_caches();
-  const auto start = std::chrono::steady_clock::now();
-  run_dense_moa(w, d, half);
-  return seconds_since(start);
-}
-
 const char* name_of(moa_half half) { return half == moa_half::map ? "map" : "reduce"; }
 
 void bm_dense_moa(benchmark::State& state, moa_shape s, index_t T, moa_half half) {
@@ -585,7 +584,6 @@ void bm_dense_moa(benchmark::State& state, moa_shape s, index_t T, moa_half half
     benchmark::DoNotOptimize(d.y.data());
     benchmark::DoNotOptimize(d.hidden.data());
   });
-  dense_times()[point_key(s.name, T) + "/" + name_of(half)].push_back(seconds);
   const work needed = dense_moa_work(s, T);
   set_floor_counters(state, seconds, needed.bytes, needed.flops);
   state.counters["tokens"] = static_cast<double>(T);
@@ -596,22 +594,33 @@ void bm_moa(benchmark::State& state, moa_shape s, distribution d, index_t T, moa
                                          [&] { return std::make_unique<moa_point>(s, d, T); });
   const auto weights = p.weights->view();
   const auto& plan = p.ws.plan;
-  double seconds = 0.0;
+  dense_point& dense_buffers = dense_moa_point(s, T);
+  const auto dense = [&] {
+    run_dense_moa(*p.weights, dense_buffers, half);
+    benchmark::DoNotOptimize(dense_buffers.y.data());
+    benchmark::DoNotOptimize(dense_buffers.hidden.data());
+  };
+  paired_seconds times;
   if (half == moa_half::map) {
-    seconds = time_iterations(state, caches::cold, [&] {
-      p.moa.map(policy(), weights, p.x.view(), p.q.view(), p.ws);
-      benchmark::DoNotOptimize(p.q.data());
-    });
+    times = time_with_dense(
+        state,
+        [&] {
+          p.moa.map(policy(), weights, p.x.view(), p.q.view(), p.ws);
+          benchmark::DoNotOptimize(p.q.data());
+        },
+        dense);
   } else {
-    seconds = time_iterations(state, caches::cold, [&] {
-      p.moa.reduce(policy(), weights, plan, p.o.view(), p.y.view(), p.ws);
-      benchmark::DoNotOptimize(p.y.data());
-    });
+    times = time_with_dense(
+        state,
+        [&] {
+          p.moa.reduce(policy(), weights, plan, p.o.view(), p.y.view(), p.ws);
+          benchmark::DoNotOptimize(p.y.data());
+        },
+        dense);
   }
-  const double dense =
-      median_dense_time(point_key(s.name, T) + "/" + name_of(half), [&] { return measure_dense_moa_once(s, T, half); });
-  state.counters["dense_ratio"] = seconds / dense;
-  state.counters["dense_ms"] = 1e3 * dense;
+  const double seconds = times.block;
+  state.counters["dense_ratio"] = times.block / times.dense;
+  state.counters["dense_ms"] = 1e3 * times.dense;
   const work needed = moa_work(half, s, T, p.rows, p.used);
   set_floor_counters(state, seconds, needed.bytes, needed.flops);
   state.counters["tokens"] = static_cast<double>(T);

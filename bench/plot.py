@@ -128,6 +128,17 @@ def counter(record, key):
     return record["counters"][key]["median"]
 
 
+def fmt_number(x):
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def fmt_rate(stat):
+    """median (min–max) of a rate counter; just the median when it ran once."""
+    if stat["min"] == stat["max"]:
+        return fmt_number(stat["median"])
+    return f"{fmt_number(stat['median'])} ({fmt_number(stat['min'])}–{fmt_number(stat['max'])})"
+
+
 def pct(x):
     return "–" if x is None else f"{100 * x:.0f}%" if x >= 0.1 else f"{100 * x:.1f}%"
 
@@ -233,8 +244,7 @@ def e2e_table(records, context):
         c = lambda key: counter(r, key)  # noqa: E731
         pre, dec = r["counters"]["prefill_tok_s"], r["counters"]["decode_tok_s"]
         out.append(f"| {model} | {batch} | {c('prompt'):.0f} + {c('new_tokens'):.0f} | "
-                   f"{pre['median']:.4g} ({pre['min']:.4g}–{pre['max']:.4g}) | "
-                   f"{dec['median']:.4g} ({dec['min']:.4g}–{dec['max']:.4g}) | "
+                   f"{fmt_rate(pre)} | {fmt_rate(dec)} | "
                    f"{pct(c('prefill_floor_frac'))} | {pct(c('decode_floor_frac'))} | {r['repetitions']} |")
     if context.get("jetmoe_8b", "").startswith("not run"):
         out += ["", "The JetMoE-8B-shape model was not part of this run (`bench/run_cpu.sh --8b` adds it)."]
@@ -408,6 +418,27 @@ def plot_all(records, e2e_records, img_dir, title_suffix):
     return written
 
 
+def rounded(value):
+    """4 significant digits: the runs' own spread is far wider."""
+    if isinstance(value, float) and value != 0 and math.isfinite(value):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
+def write_summary(path, meta, moe_context, e2e_context, moe, e2e):
+    """The kept record of a run: one benchmark point per line, values rounded."""
+    with open(path, "w") as f:
+        f.write("{\n" + f'"meta": {json.dumps(meta)},\n"context": {json.dumps({"moe": moe_context, "e2e": e2e_context})},\n')
+        for key, records in (("moe", moe), ("e2e", e2e)):
+            f.write(f'"{key}": [\n' + ",\n".join(json.dumps(rounded(r), ensure_ascii=False) for r in records) + "\n]")
+            f.write(",\n" if key == "moe" else "\n")
+        f.write("}\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="bench/results")
@@ -422,9 +453,7 @@ def main():
     if not moe and not e2e:
         sys.exit(f"plot.py: no results in {args.results}")
 
-    with open(os.path.join(args.results, "cpu_summary.json"), "w") as f:
-        json.dump({"meta": meta, "context": {"moe": moe_context, "e2e": e2e_context},
-                   "moe": moe, "e2e": e2e}, f, indent=1)
+    write_summary(os.path.join(args.results, "cpu_summary.json"), meta, moe_context, e2e_context, moe, e2e)
 
     cpu = meta.get("cpu_model", moe_context.get("cpu_model", ""))
     suffix = f"\n{cpu}, {moe_context.get('jetmoe_threads', '?')} threads"
