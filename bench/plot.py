@@ -9,7 +9,7 @@ RESULTS/cpu_meta.json (machine and load, written by run_cpu.sh); writes
   IMG/cpu_moe_latency.png    latency vs tokens per shape: MoE block per routing distribution,
                              its dense equivalent and the hardware floor
   IMG/cpu_moe_floor_fraction.png   fraction of the hardware floor reached vs tokens
-  IMG/cpu_moe_stages.png     where the time of a MoE layer goes (uniform routing)
+  IMG/cpu_moe_stages.png     time of each dispatch stage and of the whole layer (uniform routing)
   IMG/cpu_e2e.png            end-to-end prefill and decode tokens/s
   the tables, between the GENERATED markers of --doc (docs/benchmarks.md), or printed.
 """
@@ -362,28 +362,24 @@ def plot_all(records, e2e_records, img_dir, title_suffix):
     plt.close(fig)
     written.append(path)
 
-    # Stage breakdown (uniform routing): share of the summed stage times.
-    fig, axes = plt.subplots(1, len(MLP_SHAPES), figsize=(14, 4.5), sharey=True)
+    # Stage times (uniform routing), log scale: the routing stages sit orders of magnitude below
+    # the expert GEMMs, which a stacked share would hide.
+    fig, axes = plt.subplots(1, len(MLP_SHAPES), figsize=(15, 4.8), sharey=True)
     stage_colors = plt.get_cmap("tab10")
     for ax, shape in zip(axes, MLP_SHAPES):
-        tokens = tokens_of(records, "moe_layer", [shape, "uniform"])
-        bottoms = [0.0] * len(tokens)
-        totals = []
-        for t in tokens:
-            vals = [find(records, s, [shape, "uniform"], T=t) for s in STAGES]
-            totals.append(sum(v["seconds"]["median"] for v in vals if v and "seconds" in v) or 1.0)
-        for i, stage in enumerate(STAGES):
-            shares = []
-            for j, t in enumerate(tokens):
-                r = find(records, stage, [shape, "uniform"], T=t)
-                shares.append((r["seconds"]["median"] if r and "seconds" in r else 0.0) / totals[j] * 100)
-            ax.bar([str(t) for t in tokens], shares, bottom=bottoms, color=stage_colors(i), label=stage)
-            bottoms = [b + s for b, s in zip(bottoms, shares)]
+        for i, stage in enumerate(STAGES + ["moe_layer"]):
+            pts = series(records, stage, [shape, "uniform"], lambda r: r["seconds"]["median"] * 1e3)
+            if pts:
+                style = dict(color="k", lw=2, marker="s") if stage == "moe_layer" else dict(color=stage_colors(i), marker="o")
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], label="whole layer" if stage == "moe_layer" else stage, **style)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
         ax.set_title(SHAPE_TITLES[shape], fontsize=9)
         ax.set_xlabel("tokens T")
-    axes[0].set_ylabel("% of the summed stage times")
-    axes[-1].legend(fontsize=7, loc="lower right")
-    fig.suptitle("Where a MoE layer's time goes (uniform routing)" + title_suffix, fontsize=11)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("time per call (ms)")
+    axes[-1].legend(fontsize=7)
+    fig.suptitle("Dispatch stages and the whole MoE layer (uniform routing)" + title_suffix, fontsize=11)
     fig.tight_layout()
     path = os.path.join(img_dir, "cpu_moe_stages.png")
     fig.savefig(path, dpi=110)
