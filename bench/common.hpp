@@ -3,10 +3,11 @@
 //
 // Floors (measured once per process, on the same threads the library uses):
 //   copy bandwidth  a STREAM-like copy between two 256 MiB buffers, bytes counted as read +
-//                   written (STREAM's convention), best of several passes
+//                   written (STREAM's convention), best of 10 passes
 //   GEMM peak       Eigen's fp32 GEMM on 2048³ (the library widens bf16 weights to fp32 and
 //                   multiplies in fp32, so this is the arithmetic it can at best reach), best
-//                   of several runs
+//                   of 10 runs (on a shared machine a floor measured during someone else's
+//                   burst comes out low, and everything would look closer to it than it is)
 // A benchmark states the bytes it must move and the FLOPs it must do; its floor is
 //   max(bytes / bandwidth, FLOPs / peak)
 // and it reports floor_frac = floor / measured time (1.0 = at the hardware floor).
@@ -112,7 +113,7 @@ inline double measure_copy_bandwidth() {
     std::memset(dst + c * chunk, 0, chunk);
   });
   double best = 1e30;
-  for (int pass = 0; pass < 6; ++pass) {
+  for (int pass = 0; pass < 10; ++pass) {
     const auto start = std::chrono::steady_clock::now();
     jetmoe::exec::parallel_for(policy(), chunks, [&](std::ptrdiff_t c) { std::memcpy(dst + c * chunk, src + c * chunk, chunk); });
     benchmark::DoNotOptimize(dst);
@@ -130,7 +131,7 @@ inline double measure_gemm_peak() {
   policy().apply_to_eigen();  // Eigen's own threading, with the library's thread count
   c.noalias() = a * b;        // warm-up: packing buffers, page faults, clocks
   double best = 1e30;
-  for (int run = 0; run < 3; ++run) {
+  for (int run = 0; run < 10; ++run) {
     const auto start = std::chrono::steady_clock::now();
     c.noalias() = a * b;
     benchmark::DoNotOptimize(c.data());

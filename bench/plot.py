@@ -152,6 +152,7 @@ def machine_table(meta, moe_context, e2e_context):
         ("CPU", f"{meta.get('cpu_model', ctx.get('cpu_model', '?'))}, {meta.get('cpus', ctx.get('num_cpus', '?'))} cores "
                 f"@ {ctx.get('mhz_per_cpu', '?')} MHz, {meta.get('memory_gib', '?')} GiB"),
         ("library threads", ctx.get("jetmoe_threads", "?")),
+        ("repetitions per point", meta.get("repetitions", "?")),
         ("measured copy bandwidth (floor)", f"{float(ctx.get('floor_copy_GBps', 'nan')):.1f} GB/s"),
         ("measured fp32 GEMM peak (floor)", f"{float(ctx.get('floor_gemm_GFLOPs', 'nan')):.1f} GFLOP/s"),
         ("load average (1, 5, 15 min)", "; ".join(f"{k.replace('_', ' ')}: {', '.join(v)}" for k, v in load.items())),

@@ -72,6 +72,7 @@ json.dump({
     "compiler": sh("c++", "--version").splitlines()[0] if sh("c++", "--version") else "",
     "mode": "full" if sys.argv[2] == "1" else "quick", "with_8b": sys.argv[3] == "1",
     "threads": os.environ.get("JETMOE_BENCH_THREADS", "default (one per hardware thread)"),
+    "repetitions": os.environ.get("JETMOE_BENCH_REPS", "3 (default)"),
     "load": {},
 }, open(sys.argv[1], "w"), indent=2)
 EOF
