@@ -1,0 +1,504 @@
+// jetmoe/exec/cuda.cuh — the CUDA execution policy: a stream, a pooled memory resource, a
+// cuBLAS handle bound to the stream, and the host↔device transfer helpers.
+//
+//   auto gpu = jetmoe::exec::cuda::create();              // device 0, a new stream
+//   auto x = jetmoe::exec::to_device(gpu, host_x.view());  // tensor<float, 2, exec::cuda>
+//   jetmoe::ops::rms_norm(gpu, x, w, 1e-6f, y);             // queued on gpu.stream()
+//   auto back = jetmoe::exec::to_host(gpu, y.view());      // waits for the stream
+//
+// A policy is a handle: copies share one context (stream, memory pool, cuBLAS handle, error
+// word), so passing it by value is cheap. A default-constructed policy is unbound: it can free
+// nothing but null and exists only so that tensors and buffers can be default-constructed.
+//
+// Synchronisation: ops only enqueue work on the stream. The host waits only where it must read
+// a result — to_host, synchronize(), build_plan (the plan's row count), the loss values — and
+// those are the places that report device-side input errors (see kernels/common.cuh).
+//
+// Memory: allocate/deallocate go through a caching pool. Freed blocks are kept on free lists
+// keyed by their rounded size and handed out again to requests of the same size class on the
+// same stream, so steady-state work (every decode step after the first) calls no cudaMalloc.
+// Reuse on the same stream needs no event: stream order already puts the next user after the
+// last one. A block freed on another stream waits until that stream has been synchronised by
+// its owner (release_stream) before it can serve a different stream.
+//
+// Only nvcc compiles this header (it includes kernels). Single device per policy: create()
+// makes the policy's device current; switch devices yourself when mixing policies.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <unordered_map>
+#include <vector>
+
+#include "jetmoe/core/error.hpp"
+#include "jetmoe/core/tensor.hpp"
+#include "jetmoe/core/view.hpp"
+#include "jetmoe/exec/policy.hpp"
+#include "jetmoe/kernels/common.cuh"
+#include "jetmoe/kernels/copy.cuh"
+
+// Throws jetmoe::error naming the failed call, the CUDA error and where it happened.
+#define JETMOE_CUDA_CHECK(expr) ::jetmoe::exec::cuda_detail::throw_on_error((expr), #expr, __FILE__, __LINE__)
+#define JETMOE_CUBLAS_CHECK(expr) ::jetmoe::exec::cuda_detail::throw_on_blas_error((expr), #expr, __FILE__, __LINE__)
+// After a <<<...>>> launch: a bad configuration shows up here; a fault while the kernel runs
+// shows up at the next synchronisation.
+#define JETMOE_CUDA_CHECK_LAUNCH() JETMOE_CUDA_CHECK(cudaGetLastError())
+
+namespace jetmoe::exec {
+
+namespace cuda_detail {
+
+inline void throw_on_error(cudaError_t status, const char* expr, const char* file, int line) {
+  if (status == cudaSuccess) return;
+  throw error(detail::concat("jetmoe: CUDA error ", cudaGetErrorName(status), " (", cudaGetErrorString(status),
+                             ") from ", expr, " at ", file, ":", line));
+}
+
+inline void throw_on_blas_error(cublasStatus_t status, const char* expr, const char* file, int line) {
+  if (status == CUBLAS_STATUS_SUCCESS) return;
+  throw error(detail::concat("jetmoe: cuBLAS error ", cublasGetStatusName(status), " (", cublasGetStatusString(status),
+                             ") from ", expr, " at ", file, ":", line));
+}
+
+}  // namespace cuda_detail
+
+// ---- the caching memory pool -----------------------------------------------------------------
+class device_memory_pool {
+ public:
+  struct statistics {
+    std::size_t hits = 0;          // allocations served from a free list
+    std::size_t misses = 0;        // allocations that called cudaMalloc
+    std::size_t bytes_in_use = 0;  // rounded sizes of blocks handed out and not yet freed
+    std::size_t bytes_cached = 0;  // rounded sizes of blocks on the free lists
+  };
+
+  explicit device_memory_pool(int device) : device_(device) {}
+  device_memory_pool(const device_memory_pool&) = delete;
+  device_memory_pool& operator=(const device_memory_pool&) = delete;
+  ~device_memory_pool() {
+    // Errors are ignored here: at process exit the CUDA runtime may already be shutting down.
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (cudaSetDevice(device_) != cudaSuccess) return;
+    cudaDeviceSynchronize();
+    for (auto& [size, blocks] : free_)
+      for (const block& b : blocks) cudaFree(b.ptr);
+    for (auto& [ptr, size] : live_) cudaFree(ptr);  // leaked by a caller; the memory goes anyway
+  }
+
+  // Size classes: 512-byte steps up to 1 MiB, 1 MiB steps up to 256 MiB, then 16 MiB steps.
+  // At most 1/8 wasted above 1 MiB except between 1 and 8 MiB; few classes, so repeated
+  // shapes hit the same list.
+  static std::size_t size_class(std::size_t bytes) {
+    constexpr std::size_t KiB = 1024, MiB = 1024 * KiB;
+    const auto round_up = [](std::size_t n, std::size_t step) { return (n + step - 1) / step * step; };
+    if (bytes <= MiB) return round_up(bytes == 0 ? 1 : bytes, 512);
+    if (bytes <= 256 * MiB) return round_up(bytes, MiB);
+    return round_up(bytes, 16 * MiB);
+  }
+
+  void* allocate(std::size_t bytes, cudaStream_t stream) {
+    if (bytes == 0) return nullptr;
+    const std::size_t size = size_class(bytes);
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto found = free_.find(size);
+    if (found != free_.end()) {
+      std::vector<block>& blocks = found->second;
+      // Newest first (warm in L2); a block freed on this stream or an idle one is safe to reuse.
+      for (std::size_t i = blocks.size(); i-- > 0;) {
+        if (blocks[i].idle || blocks[i].stream == stream) {
+          void* ptr = blocks[i].ptr;
+          blocks.erase(blocks.begin() + static_cast<std::ptrdiff_t>(i));
+          live_.emplace(ptr, size);
+          ++stats_.hits;
+          stats_.bytes_cached -= size;
+          stats_.bytes_in_use += size;
+          return ptr;
+        }
+      }
+    }
+    void* ptr = nullptr;
+    cudaError_t status = cudaMalloc(&ptr, size);
+    if (status == cudaErrorMemoryAllocation) {
+      cudaGetLastError();  // clear the error, give the cached blocks back, try once more
+      release_cached_locked();
+      status = cudaMalloc(&ptr, size);
+    }
+    if (status != cudaSuccess) {
+      cudaGetLastError();
+      throw error(detail::concat("jetmoe::exec::cuda: cannot allocate ", bytes, " bytes on device ", device_, " (",
+                                 cudaGetErrorString(status), "); pool holds ", stats_.bytes_in_use,
+                                 " bytes in use"));
+    }
+    live_.emplace(ptr, size);
+    ++stats_.misses;
+    stats_.bytes_in_use += size;
+    return ptr;
+  }
+
+  void deallocate(void* ptr, cudaStream_t stream) {
+    if (ptr == nullptr) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto found = live_.find(ptr);
+    if (found == live_.end()) return;  // not ours (or freed twice): never hand it out again
+    const std::size_t size = found->second;
+    live_.erase(found);
+    free_[size].push_back(block{ptr, stream, false});
+    stats_.bytes_in_use -= size;
+    stats_.bytes_cached += size;
+  }
+
+  // Call after synchronising `stream`: its freed blocks may then serve any stream.
+  void release_stream(cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& [size, blocks] : free_)
+      for (block& b : blocks)
+        if (b.stream == stream) b.idle = true;
+  }
+
+  // Returns every cached block to the driver (synchronises the device first).
+  void release_cached() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    release_cached_locked();
+  }
+
+  statistics stats() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return stats_;
+  }
+
+ private:
+  struct block {
+    void* ptr;
+    cudaStream_t stream;  // the stream it was freed on
+    bool idle;            // that stream has since been synchronised: usable from any stream
+  };
+
+  void release_cached_locked() {
+    cudaDeviceSynchronize();
+    for (auto& [size, blocks] : free_)
+      for (const block& b : blocks) cudaFree(b.ptr);
+    free_.clear();
+    stats_.bytes_cached = 0;
+  }
+
+  mutable std::mutex mutex_;
+  int device_;
+  std::unordered_map<std::size_t, std::vector<block>> free_;  // size class → free blocks
+  std::unordered_map<void*, std::size_t> live_;               // handed-out block → its size class
+  statistics stats_{};
+};
+
+namespace cuda_detail {
+
+// What copies of one policy share. Created by cuda::create / cuda::on, freed with the last copy.
+struct context {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  bool owns_stream = false;
+  std::shared_ptr<device_memory_pool> pool;
+  kernels::device_status* status = nullptr;       // device memory, zero when no error
+  kernels::device_status* status_host = nullptr;  // pinned mirror for reading it back
+
+  std::mutex blas_mutex;
+  cublasHandle_t blas = nullptr;  // created on first use, bound to `stream`
+  void* blas_workspace = nullptr;
+
+  // cuBLAS's own workspace, given explicitly so that GEMMs allocate nothing while a CUDA graph
+  // is captured (32 MiB is NVIDIA's recommendation for Hopper).
+  static constexpr std::size_t blas_workspace_bytes = std::size_t{32} << 20;
+
+  context() = default;
+  context(const context&) = delete;
+  context& operator=(const context&) = delete;
+  ~context() {
+    // Errors are ignored: nothing sensible can be done with them in a destructor.
+    cudaSetDevice(device);
+    if (stream) cudaStreamSynchronize(stream);
+    if (blas) cublasDestroy(blas);
+    if (blas_workspace && pool) pool->deallocate(blas_workspace, stream);
+    if (pool) pool->release_stream(stream);  // the stream is idle: its blocks may serve others
+    if (status) cudaFree(status);
+    if (status_host) cudaFreeHost(status_host);
+    if (owns_stream && stream) cudaStreamDestroy(stream);
+  }
+};
+
+}  // namespace cuda_detail
+
+// ---- the policy --------------------------------------------------------------------------------
+struct cuda {
+  static constexpr bool is_host = false;
+
+  // For bf16/half weights, GEMMs over more than a handful of rows round their fp32 activations
+  // to the weight type and run on tensor cores with fp32 accumulation — what a bf16 PyTorch
+  // model computes; each product then carries the activation's rounding (relative 2^-9 for
+  // bf16, 2^-12 for half). false keeps the activations in fp32 and widens the weights instead
+  // (CUDA cores, several times slower, within fp32 rounding of the CPU backend). Float
+  // weights always compute in fp32 (no TF32). Decode-sized GEMMs (≤ 8 rows) are weight-read
+  // bound and always keep fp32 activations.
+  bool tensor_cores = true;
+
+  cuda() = default;
+
+  // A context on `device` with a new non-blocking stream and a new memory pool.
+  static cuda create(int device = 0) {
+    JETMOE_CUDA_CHECK(cudaSetDevice(device));
+    auto ctx = std::make_shared<cuda_detail::context>();
+    ctx->device = device;
+    JETMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
+    ctx->owns_stream = true;
+    ctx->pool = std::make_shared<device_memory_pool>(device);
+    init_status(*ctx);
+    cuda policy;
+    policy.ctx_ = std::move(ctx);
+    return policy;
+  }
+
+  // The same device and memory pool on another stream, which the caller keeps alive (and
+  // synchronises before destroying). Its own cuBLAS handle and error word.
+  cuda on(cudaStream_t stream) const {
+    const auto& self = context("exec::cuda::on");
+    auto ctx = std::make_shared<cuda_detail::context>();
+    ctx->device = self.device;
+    ctx->stream = stream;
+    ctx->owns_stream = false;
+    ctx->pool = self.pool;
+    init_status(*ctx);
+    cuda policy;
+    policy.tensor_cores = tensor_cores;
+    policy.ctx_ = std::move(ctx);
+    return policy;
+  }
+
+  // True when a CUDA driver and at least one device are present. Never throws.
+  static bool device_available() noexcept {
+    int count = 0;
+    const cudaError_t status = cudaGetDeviceCount(&count);
+    if (status != cudaSuccess) {
+      cudaGetLastError();  // leave no error behind for the next call
+      return false;
+    }
+    return count > 0;
+  }
+
+  bool bound() const { return ctx_ != nullptr; }
+  int device() const { return context("exec::cuda::device").device; }
+  cudaStream_t stream() const { return context("exec::cuda::stream").stream; }
+  device_memory_pool& pool() const { return *context("exec::cuda::pool").pool; }
+  kernels::device_status* status() const { return context("exec::cuda::status").status; }
+
+  // The context's cuBLAS handle, bound to the stream, with an explicit workspace.
+  cublasHandle_t blas() const {
+    cuda_detail::context& ctx = context("exec::cuda::blas");
+    std::lock_guard<std::mutex> lock(ctx.blas_mutex);
+    if (ctx.blas == nullptr) {
+      cublasHandle_t handle = nullptr;
+      JETMOE_CUBLAS_CHECK(cublasCreate(&handle));
+      try {
+        JETMOE_CUBLAS_CHECK(cublasSetStream(handle, ctx.stream));
+        JETMOE_CUBLAS_CHECK(cublasSetPointerMode(handle, CUBLAS_POINTER_MODE_HOST));
+        JETMOE_CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));  // no TF32 for fp32 GEMMs
+        void* workspace = ctx.pool->allocate(cuda_detail::context::blas_workspace_bytes, ctx.stream);
+        ctx.blas_workspace = workspace;
+        JETMOE_CUBLAS_CHECK(cublasSetWorkspace(handle, workspace, cuda_detail::context::blas_workspace_bytes));
+      } catch (...) {
+        cublasDestroy(handle);
+        throw;
+      }
+      ctx.blas = handle;
+    }
+    return ctx.blas;
+  }
+
+  // ---- the execution_policy interface (tensors allocate through it) ----
+  void* allocate(std::size_t bytes) const {
+    if (bytes == 0) return nullptr;
+    const auto& ctx = context("exec::cuda::allocate");
+    return ctx.pool->allocate(bytes, ctx.stream);
+  }
+  void deallocate(void* ptr, std::size_t /*bytes*/) const {
+    if (ptr == nullptr || ctx_ == nullptr) return;
+    ctx_->pool->deallocate(ptr, ctx_->stream);
+  }
+  void fill_zero(void* ptr, std::size_t bytes) const {
+    if (bytes == 0) return;
+    JETMOE_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream()));
+  }
+  // Device to device, ordered on the stream.
+  void copy(void* dst, const void* src, std::size_t bytes) const {
+    if (bytes == 0) return;
+    JETMOE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()));
+  }
+
+  // Waits for everything queued on the stream, then throws the first device-side input error
+  // (a bad token id, expert id or gather index) recorded since the last check, clearing it.
+  void synchronize() const {
+    cuda_detail::context& ctx = context("exec::cuda::synchronize");
+    JETMOE_CUDA_CHECK(cudaMemcpyAsync(ctx.status_host, ctx.status, sizeof(kernels::device_status),
+                                      cudaMemcpyDeviceToHost, ctx.stream));
+    JETMOE_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+    ctx.pool->release_stream(ctx.stream);
+    const kernels::device_status found = *ctx.status_host;
+    if (found.code == kernels::no_device_error) return;
+    JETMOE_CUDA_CHECK(cudaMemsetAsync(ctx.status, 0, sizeof(kernels::device_status), ctx.stream));
+    throw error(describe(found));
+  }
+
+  static std::string describe(const kernels::device_status& s) {
+    switch (s.code) {
+      case kernels::bad_embedding_id:
+        return detail::concat("ops::embedding: token id ", s.value, " at position ", s.where,
+                              " is outside the vocabulary [0, ", s.bound, ") (found on the device; nothing was written)");
+      case kernels::bad_gather_index:
+        return detail::concat("routing::gather: index ", s.value, " at ", s.where, " is outside the ", s.bound,
+                              " input rows (found on the device; that row was zeroed)");
+      case kernels::bad_expert_id:
+        return detail::concat("routing::build_plan: slot ", s.where, " names expert ", s.value, ", outside [0, ",
+                              s.bound, ")");
+      default:
+        return detail::concat("jetmoe::exec::cuda: unknown device error code ", s.code);
+    }
+  }
+
+ private:
+  static void init_status(cuda_detail::context& ctx) {
+    JETMOE_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ctx.status), sizeof(kernels::device_status)));
+    JETMOE_CUDA_CHECK(cudaMemset(ctx.status, 0, sizeof(kernels::device_status)));
+    JETMOE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&ctx.status_host), sizeof(kernels::device_status)));
+  }
+
+  cuda_detail::context& context(const char* who) const {
+    check(ctx_ != nullptr, who, ": this exec::cuda policy is unbound (default-constructed); make one with "
+                                "exec::cuda::create()");
+    return *ctx_;
+  }
+
+  std::shared_ptr<cuda_detail::context> ctx_;
+};
+
+static_assert(execution_policy<cuda>, "exec::cuda must model execution_policy");
+
+// ---- host ↔ device transfers -----------------------------------------------------------------
+namespace cuda_detail {
+
+// Copies a (possibly strided) host view into a contiguous host buffer.
+template <class T, std::size_t Rank>
+std::vector<std::remove_cv_t<T>> pack(tensor_view<T, Rank> v) {
+  std::vector<std::remove_cv_t<T>> out(static_cast<std::size_t>(v.size()));
+  dims<Rank> index{};
+  for (index_t n = 0; n < v.size(); ++n) {
+    index_t offset = 0;
+    for (std::size_t d = 0; d < Rank; ++d) offset += index[d] * v.stride(d);
+    out[static_cast<std::size_t>(n)] = v.data()[offset];
+    for (std::size_t d = Rank; d-- > 0;) {
+      if (++index[d] < v.extent(d)) break;
+      index[d] = 0;
+    }
+  }
+  return out;
+}
+
+template <class T, std::size_t Rank>
+void unpack(const std::remove_cv_t<T>* packed, tensor_view<T, Rank> v) {
+  dims<Rank> index{};
+  for (index_t n = 0; n < v.size(); ++n) {
+    index_t offset = 0;
+    for (std::size_t d = 0; d < Rank; ++d) offset += index[d] * v.stride(d);
+    v.data()[offset] = packed[n];
+    for (std::size_t d = Rank; d-- > 0;) {
+      if (++index[d] < v.extent(d)) break;
+      index[d] = 0;
+    }
+  }
+}
+
+// dst = src for device views of equal extents, any strides, on the policy's stream.
+template <class T, std::size_t Rank>
+void device_copy(const cuda& policy, tensor_view<const T, Rank> src, tensor_view<T, Rank> dst) {
+  check(src.extents() == dst.extents(), "exec::cuda copy: source ", src.extents(), " and destination ",
+        dst.extents(), " differ");
+  if (src.empty()) return;
+  if (src.is_contiguous() && dst.is_contiguous()) {
+    policy.copy(dst.data(), src.data(), static_cast<std::size_t>(src.size()) * sizeof(T));
+    return;
+  }
+  constexpr int block = 256;
+  kernels::strided_copy<T, Rank><<<kernels::blocks_for(src.size(), block), block, 0, policy.stream()>>>(src, dst);
+  JETMOE_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace cuda_detail
+
+// host (any strides) → device view (contiguous), queued on the stream. The host memory may be
+// reused as soon as this returns (the runtime stages pageable memory before returning).
+template <class T, std::size_t Rank>
+void copy_to_device(const cuda& policy, tensor_view<const T, Rank> host, tensor_view<T, Rank> device) {
+  check(host.extents() == device.extents(), "exec::copy_to_device: host ", host.extents(), " and device ",
+        device.extents(), " differ");
+  check(device.is_contiguous(), "exec::copy_to_device: the device view must be contiguous");
+  if (host.empty()) return;
+  const std::size_t bytes = static_cast<std::size_t>(host.size()) * sizeof(T);
+  if (host.is_contiguous()) {
+    JETMOE_CUDA_CHECK(cudaMemcpyAsync(device.data(), host.data(), bytes, cudaMemcpyHostToDevice, policy.stream()));
+    return;
+  }
+  const auto packed = cuda_detail::pack(host);
+  JETMOE_CUDA_CHECK(cudaMemcpyAsync(device.data(), packed.data(), bytes, cudaMemcpyHostToDevice, policy.stream()));
+  // `packed` dies here: the pageable-source rule above makes that safe.
+}
+
+// device (any strides) → host view (any strides). Synchronises the stream (an API boundary:
+// device-side input errors are reported here too).
+template <class T, std::size_t Rank>
+void copy_to_host(const cuda& policy, tensor_view<const T, Rank> device, tensor_view<T, Rank> host) {
+  check(host.extents() == device.extents(), "exec::copy_to_host: device ", device.extents(), " and host ",
+        host.extents(), " differ");
+  if (device.empty()) {
+    policy.synchronize();
+    return;
+  }
+  tensor<T, Rank, cuda> staging;  // contiguous device copy, only when `device` is strided
+  tensor_view<const T, Rank> source = device;
+  if (!device.is_contiguous()) {
+    staging = tensor<T, Rank, cuda>(policy, device.extents());
+    cuda_detail::device_copy<T, Rank>(policy, device, staging.view());
+    source = staging.view();
+  }
+  const std::size_t bytes = static_cast<std::size_t>(device.size()) * sizeof(T);
+  if (host.is_contiguous()) {
+    JETMOE_CUDA_CHECK(cudaMemcpyAsync(host.data(), source.data(), bytes, cudaMemcpyDeviceToHost, policy.stream()));
+    policy.synchronize();
+  } else {
+    std::vector<T> packed(static_cast<std::size_t>(device.size()));
+    JETMOE_CUDA_CHECK(cudaMemcpyAsync(packed.data(), source.data(), bytes, cudaMemcpyDeviceToHost, policy.stream()));
+    policy.synchronize();
+    cuda_detail::unpack(packed.data(), host);
+  }
+}
+
+// A new contiguous device tensor holding the host view's elements.
+template <class T, std::size_t Rank>
+tensor<std::remove_cv_t<T>, Rank, cuda> to_device(const cuda& policy, tensor_view<T, Rank> host) {
+  using V = std::remove_cv_t<T>;
+  tensor<V, Rank, cuda> out(policy, host.extents());
+  copy_to_device<V, Rank>(policy, tensor_view<const V, Rank>(host), out.view());
+  return out;
+}
+
+// A new host tensor holding the device view's elements. Synchronises the stream.
+template <class T, std::size_t Rank>
+tensor<std::remove_cv_t<T>, Rank> to_host(const cuda& policy, tensor_view<T, Rank> device) {
+  using V = std::remove_cv_t<T>;
+  tensor<V, Rank> out(device.extents());
+  copy_to_host<V, Rank>(policy, tensor_view<const V, Rank>(device), out.view());
+  return out;
+}
+
+}  // namespace jetmoe::exec
