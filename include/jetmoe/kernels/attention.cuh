@@ -1,0 +1,230 @@
+// jetmoe/kernels/attention.cuh — causal scaled-dot-product attention, fp32, online softmax.
+//
+// Two kernels, both exact up to fp32 summation order (no approximations):
+//  * attention_tiles — one block per (query tile of 16, query head, batch row). Keys and values
+//    stream through shared memory 32 at a time; each warp keeps 4 queries' running max, sum and
+//    output (lane owns dims lane, lane + 32, …), so each K/V tile read from memory serves 16
+//    queries.
+//  * attention_decode — one block per (query, query head, batch row), for Tq = 1: the 8 warps
+//    split the keys, each keeps its own running state, and the block merges them at the end.
+//    Lanes split the head dimension, so every key row is read coalesced.
+// Both: key j is visible to query i iff (not causal or j ≤ q_offset + i) and key_mask[b, j] ≠ 0;
+// a query that sees no key writes zeros (the CPU backend's rule).
+#pragma once
+
+#include <cstdint>
+#include <limits>
+
+#include "jetmoe/core/view.hpp"
+#include "jetmoe/kernels/common.cuh"
+
+namespace jetmoe::kernels {
+
+struct attention_args {
+  tensor_view<const float, 4> q;  // (B, Tq, Hq, D)
+  tensor_view<const float, 4> k;  // (B, Tk, Hkv, D)
+  tensor_view<const float, 4> v;  // (B, Tk, Hkv, D)
+  tensor_view<float, 4> out;      // (B, Tq, Hq, D)
+  tensor_view<const std::uint8_t, 2> key_mask;  // (B, Tk) or data null for none
+  float scale;
+  long long q_offset;
+  bool causal;
+};
+
+inline constexpr int attention_key_chunk = 32;
+inline constexpr int attention_warps = 4;
+inline constexpr int attention_queries_per_warp = 4;
+inline constexpr int attention_query_tile = attention_warps * attention_queries_per_warp;  // 16
+
+// Dynamic shared memory of attention_tiles for head dimension D.
+inline std::size_t attention_tiles_shared_bytes(index_t head_dim) {
+  const index_t floats = attention_key_chunk * (head_dim + 1)   // K tile, padded against bank conflicts
+                         + attention_key_chunk * head_dim        // V tile
+                         + attention_query_tile * head_dim;      // Q tile
+  return static_cast<std::size_t>(floats) * sizeof(float) + attention_key_chunk * sizeof(int);
+}
+
+// DimsPerLane = ceil(D / 32) rounded up to the instantiated 2, 4 or 8.
+template <int DimsPerLane, class KvHeadMap>
+__global__ void __launch_bounds__(attention_warps * 32) attention_tiles(const attention_args a, KvHeadMap kv_head_of) {
+  extern __shared__ float shared[];
+  const int head_dim = static_cast<int>(a.q.extent(3));
+  float* ks = shared;                                          // (32, D + 1)
+  float* vs = ks + attention_key_chunk * (head_dim + 1);       // (32, D)
+  float* qs = vs + attention_key_chunk * head_dim;             // (16, D)
+  int* visible_key = reinterpret_cast<int*>(qs + attention_query_tile * head_dim);  // (32)
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const index_t b = blockIdx.z, h = blockIdx.y, q0 = static_cast<index_t>(blockIdx.x) * attention_query_tile;
+  const index_t q_len = a.q.extent(1), k_len = a.k.extent(1);
+  const int q_heads = static_cast<int>(a.q.extent(2)), kv_heads = static_cast<int>(a.k.extent(2));
+  const index_t g = kv_head_of(static_cast<int>(h), q_heads, kv_heads);
+  const bool has_mask = a.key_mask.data() != nullptr;
+
+  for (int idx = tid; idx < attention_query_tile * head_dim; idx += blockDim.x) {
+    const int qi = idx / head_dim, d = idx % head_dim;
+    const index_t i = q0 + qi;
+    qs[idx] = i < q_len ? a.q(b, i, h, d) : 0.0f;
+  }
+
+  // Keys past key_end are invisible to every query of the tile.
+  const index_t last_query = (q0 + attention_query_tile < q_len ? q0 + attention_query_tile : q_len) - 1;
+  index_t key_end = k_len;
+  if (a.causal) {
+    key_end = a.q_offset + last_query + 1;
+    key_end = key_end < 0 ? 0 : (key_end > k_len ? k_len : key_end);
+  }
+
+  float m[attention_queries_per_warp], l[attention_queries_per_warp];
+  float acc[attention_queries_per_warp][DimsPerLane];
+#pragma unroll
+  for (int qq = 0; qq < attention_queries_per_warp; ++qq) {
+    m[qq] = -std::numeric_limits<float>::infinity();
+    l[qq] = 0.0f;
+#pragma unroll
+    for (int t = 0; t < DimsPerLane; ++t) acc[qq][t] = 0.0f;
+  }
+
+  for (index_t c0 = 0; c0 < key_end; c0 += attention_key_chunk) {
+    __syncthreads();  // the previous chunk is no longer read (and, first time, qs is written)
+    for (int idx = tid; idx < attention_key_chunk * head_dim; idx += blockDim.x) {
+      const int j = idx / head_dim, d = idx % head_dim;
+      const index_t key = c0 + j;
+      const bool in_range = key < key_end;
+      ks[j * (head_dim + 1) + d] = in_range ? a.k(b, key, g, d) : 0.0f;
+      vs[j * head_dim + d] = in_range ? a.v(b, key, g, d) : 0.0f;
+    }
+    if (tid < attention_key_chunk) {
+      const index_t key = c0 + tid;
+      visible_key[tid] = key < key_end && (!has_mask || a.key_mask(b, key) != 0);
+    }
+    __syncthreads();
+
+#pragma unroll
+    for (int qq = 0; qq < attention_queries_per_warp; ++qq) {
+      const int qi = warp * attention_queries_per_warp + qq;
+      const index_t i = q0 + qi;
+      if (i >= q_len) continue;  // warp-uniform
+      const index_t key = c0 + lane;
+      const bool visible = visible_key[lane] != 0 && (!a.causal || key <= a.q_offset + i);
+      float score = -std::numeric_limits<float>::infinity();
+      if (visible) {
+        const float* query = qs + qi * head_dim;
+        const float* key_row = ks + lane * (head_dim + 1);
+        float dot = 0.0f;
+        for (int d = 0; d < head_dim; ++d) dot = fmaf(query[d], key_row[d], dot);
+        score = a.scale * dot;
+      }
+      const float chunk_max = warp_max(score);
+      const float m_new = fmaxf(m[qq], chunk_max);
+      if (m_new == -std::numeric_limits<float>::infinity()) continue;  // nothing visible yet (warp-uniform)
+      const float correction = expf(m[qq] - m_new);  // 0 when m was −∞
+      const float p = visible ? expf(score - m_new) : 0.0f;
+      l[qq] = l[qq] * correction + warp_sum(p);
+#pragma unroll
+      for (int t = 0; t < DimsPerLane; ++t) acc[qq][t] *= correction;
+      for (int j = 0; j < attention_key_chunk; ++j) {
+        const float pj = __shfl_sync(0xFFFFFFFFu, p, j);
+        if (pj == 0.0f) continue;  // the same value in every lane: uniform branch
+#pragma unroll
+        for (int t = 0; t < DimsPerLane; ++t) {
+          const int d = lane + 32 * t;
+          if (d < head_dim) acc[qq][t] = fmaf(pj, vs[j * head_dim + d], acc[qq][t]);
+        }
+      }
+      m[qq] = m_new;
+    }
+  }
+
+#pragma unroll
+  for (int qq = 0; qq < attention_queries_per_warp; ++qq) {
+    const index_t i = q0 + warp * attention_queries_per_warp + qq;
+    if (i >= q_len) continue;
+    const float inverse = l[qq] > 0.0f ? 1.0f / l[qq] : 0.0f;
+#pragma unroll
+    for (int t = 0; t < DimsPerLane; ++t) {
+      const int d = lane + 32 * t;
+      if (d < head_dim) a.out(b, i, h, d) = acc[qq][t] * inverse;
+    }
+  }
+}
+
+inline constexpr int attention_decode_warps = 8;
+
+template <int DimsPerLane, class KvHeadMap>
+__global__ void __launch_bounds__(attention_decode_warps * 32) attention_decode(const attention_args a,
+                                                                                 KvHeadMap kv_head_of) {
+  __shared__ float warp_m[attention_decode_warps], warp_l[attention_decode_warps];
+  __shared__ float warp_acc[attention_decode_warps][DimsPerLane * 32];
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const index_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int head_dim = static_cast<int>(a.q.extent(3));
+  const index_t k_len = a.k.extent(1);
+  const index_t g = kv_head_of(static_cast<int>(h), static_cast<int>(a.q.extent(2)), static_cast<int>(a.k.extent(2)));
+  const bool has_mask = a.key_mask.data() != nullptr;
+
+  float query[DimsPerLane];
+#pragma unroll
+  for (int t = 0; t < DimsPerLane; ++t) {
+    const int d = lane + 32 * t;
+    query[t] = d < head_dim ? a.q(b, i, h, d) : 0.0f;
+  }
+  index_t key_end = k_len;
+  if (a.causal) {
+    key_end = a.q_offset + i + 1;
+    key_end = key_end < 0 ? 0 : (key_end > k_len ? k_len : key_end);
+  }
+
+  float m = -std::numeric_limits<float>::infinity(), l = 0.0f, acc[DimsPerLane];
+#pragma unroll
+  for (int t = 0; t < DimsPerLane; ++t) acc[t] = 0.0f;
+  for (index_t j = warp; j < key_end; j += attention_decode_warps) {
+    if (has_mask && a.key_mask(b, j) == 0) continue;  // warp-uniform
+    const float* key_row = &a.k(b, j, g, 0);
+    const float* value_row = &a.v(b, j, g, 0);
+    float partial = 0.0f;
+#pragma unroll
+    for (int t = 0; t < DimsPerLane; ++t) {
+      const int d = lane + 32 * t;
+      if (d < head_dim) partial = fmaf(query[t], key_row[d], partial);
+    }
+    const float score = a.scale * warp_sum(partial);
+    const float m_new = fmaxf(m, score);
+    const float correction = expf(m - m_new);
+    const float p = expf(score - m_new);
+    l = l * correction + p;
+#pragma unroll
+    for (int t = 0; t < DimsPerLane; ++t) {
+      const int d = lane + 32 * t;
+      acc[t] = acc[t] * correction + (d < head_dim ? p * value_row[d] : 0.0f);
+    }
+    m = m_new;
+  }
+
+  if (lane == 0) {
+    warp_m[warp] = m;
+    warp_l[warp] = l;
+  }
+#pragma unroll
+  for (int t = 0; t < DimsPerLane; ++t) warp_acc[warp][lane + 32 * t] = acc[t];
+  __syncthreads();
+
+  float total_m = -std::numeric_limits<float>::infinity();
+  for (int w = 0; w < attention_decode_warps; ++w) total_m = fmaxf(total_m, warp_m[w]);
+  float total_l = 0.0f;
+  if (total_m != -std::numeric_limits<float>::infinity())
+    for (int w = 0; w < attention_decode_warps; ++w)
+      if (warp_l[w] > 0.0f) total_l += warp_l[w] * expf(warp_m[w] - total_m);
+  for (int d = tid; d < head_dim; d += blockDim.x) {
+    float value = 0.0f;
+    if (total_l > 0.0f) {
+      for (int w = 0; w < attention_decode_warps; ++w)
+        if (warp_l[w] > 0.0f) value += warp_acc[w][d] * expf(warp_m[w] - total_m);
+      value /= total_l;
+    }
+    a.out(b, i, h, d) = value;
+  }
+}
+
+}  // namespace jetmoe::kernels

@@ -1,0 +1,90 @@
+// jetmoe/ops/cuda/attention.cuh — CUDA backend of ops::attention.
+//
+// q, k, v and out must be device memory (k and v are typically strided views of a KV cache).
+// The key mask may be host or device memory; a host mask is uploaded first (a pageable copy,
+// which waits for the stream — keep the mask on the device in a decode loop). The KV head
+// mapper must be callable on host and device (JETMOE_HD): the host checks every head's kv head
+// once, the kernels call it again per block.
+#pragma once
+
+#include <cstdint>
+
+#include "jetmoe/exec/cuda.cuh"
+#include "jetmoe/kernels/attention.cuh"
+#include "jetmoe/ops/attention.hpp"
+#include "jetmoe/ops/cuda/launch.cuh"
+
+namespace jetmoe::ops {
+
+template <>
+struct attention_impl<exec::cuda> {
+  // The CUDA backend's head-dimension limit (8 dims per lane).
+  static constexpr index_t max_head_dim = 256;
+
+  template <class KvHeadMap>
+  static void run(const exec::cuda& policy, tensor_view<const float, 4> q, tensor_view<const float, 4> k,
+                  tensor_view<const float, 4> v, tensor_view<float, 4> out, const attention_options& options,
+                  KvHeadMap kv_head_of) {
+    const index_t batch = q.extent(0), q_len = q.extent(1), q_heads = q.extent(2), head_dim = q.extent(3);
+    const index_t k_len = k.extent(1), kv_heads = k.extent(2);
+    check(k.extent(0) == batch && k.extent(3) == head_dim, "ops::attention: k ", k.extents(), " does not match q ",
+          q.extents(), " (need the same batch and head dimension)");
+    check_shape(v, k.extents(), "ops::attention: v must have the shape of k");
+    check_shape(out, q.extents(), "ops::attention: out must have the shape of q");
+    check(kv_heads >= 1 || q_heads == 0, "ops::attention: k ", k.extents(), " has no kv heads");
+    check(kv_heads == 0 || q_heads % kv_heads == 0, "ops::attention: ", q_heads,
+          " query heads are not a multiple of ", kv_heads, " kv heads");
+    check(head_dim <= 1 || (q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1 && out.stride(3) == 1),
+          "ops::attention: the head dimension must be contiguous in q, k, v and out");
+    check(head_dim <= max_head_dim, "ops::attention: head dimension ", head_dim, " exceeds the CUDA backend's ",
+          max_head_dim);
+    tensor_view<const std::uint8_t, 2> mask = options.key_mask;  // (B, Tk)
+    const bool has_mask = mask.data() != nullptr || !(mask.extents() == dims<2>{});
+    if (has_mask) check_shape(mask, make_dims(batch, k_len), "ops::attention: key_mask (B, Tk)");
+    for (index_t h = 0; h < q_heads; ++h) {
+      const index_t g = kv_head_of(static_cast<int>(h), static_cast<int>(q_heads), static_cast<int>(kv_heads));
+      check(0 <= g && g < kv_heads, "ops::attention: query head ", h, " maps to kv head ", g, ", outside [0, ",
+            kv_heads, ")");
+    }
+    check(q_heads <= 65535 && batch <= 65535, "ops::attention: ", batch, " rows × ", q_heads,
+          " heads exceed the CUDA grid");
+    if (out.empty()) return;
+
+    tensor<std::uint8_t, 2, exec::cuda> uploaded_mask;  // (B, Tk), only for a host mask
+    if (has_mask && mask.size() > 0 && !cuda_detail::is_device_pointer(mask.data())) {
+      uploaded_mask = exec::to_device(policy, mask);
+      mask = uploaded_mask.view();
+    }
+    const kernels::attention_args args{q, k, v, out, has_mask ? mask : tensor_view<const std::uint8_t, 2>{},
+                                       options.scale, static_cast<long long>(options.q_offset), options.causal};
+    if (head_dim <= 64) launch<2>(policy, args, kv_head_of);
+    else if (head_dim <= 128) launch<4>(policy, args, kv_head_of);
+    else launch<8>(policy, args, kv_head_of);
+  }
+
+ private:
+  template <int DimsPerLane, class KvHeadMap>
+  static void launch(const exec::cuda& policy, const kernels::attention_args& a, KvHeadMap kv_head_of) {
+    const index_t batch = a.q.extent(0), q_len = a.q.extent(1), q_heads = a.q.extent(2);
+    if (q_len == 1) {
+      const dim3 grid(1, static_cast<unsigned int>(q_heads), static_cast<unsigned int>(batch));
+      kernels::attention_decode<DimsPerLane, KvHeadMap>
+          <<<grid, kernels::attention_decode_warps * 32, 0, policy.stream()>>>(a, kv_head_of);
+      JETMOE_CUDA_CHECK_LAUNCH();
+      return;
+    }
+    const index_t tiles = (q_len + kernels::attention_query_tile - 1) / kernels::attention_query_tile;
+    check(tiles < (index_t{1} << 31), "ops::attention: ", q_len, " queries exceed the CUDA grid");
+    const std::size_t shared = kernels::attention_tiles_shared_bytes(a.q.extent(3));
+    auto kernel = kernels::attention_tiles<DimsPerLane, KvHeadMap>;
+    if (shared > 48 * 1024)  // above the default limit the kernel must opt in
+      JETMOE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(shared)));
+    const dim3 grid(static_cast<unsigned int>(tiles), static_cast<unsigned int>(q_heads),
+                    static_cast<unsigned int>(batch));
+    kernel<<<grid, kernels::attention_warps * 32, shared, policy.stream()>>>(a, kv_head_of);
+    JETMOE_CUDA_CHECK_LAUNCH();
+  }
+};
+
+}  // namespace jetmoe::ops

@@ -1,0 +1,37 @@
+// jetmoe/ops/cuda/top_k.cuh — CUDA backend of ops::top_k: one warp per row.
+//
+// Meant for the short rows of routing (N = E ≤ a few hundred) and for sampling over a
+// vocabulary with small k; the cost is O(k·N/32) per lane.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "jetmoe/exec/cuda.cuh"
+#include "jetmoe/kernels/rowwise.cuh"
+#include "jetmoe/ops/top_k.hpp"
+
+namespace jetmoe::ops {
+
+template <>
+struct top_k_impl<exec::cuda> {
+  // x: (T, N); values, indices: (T, k). Device memory.
+  static void run(const exec::cuda& policy, tensor_view<const float, 2> x, tensor_view<float, 2> values,
+                  tensor_view<std::int32_t, 2> indices) {
+    const index_t rows = x.extent(0), n = x.extent(1), k = values.extent(1);
+    check(values.extent(0) == rows, "ops::top_k: values ", values.extents(), " must have as many rows as x ",
+          x.extents());
+    check_shape(indices, values.extents(), "ops::top_k: indices (T, k) must match values");
+    check(k >= 1, "ops::top_k: k = ", k, " must be at least 1");
+    check(k <= n, "ops::top_k: k = ", k, " > N = ", n, " (x is ", x.extents(), ")");
+    check(n <= std::numeric_limits<std::int32_t>::max(), "ops::top_k: N = ", n, " does not fit int32 indices");
+    if (rows == 0) return;
+    constexpr int block = 256;  // 8 rows per block
+    const auto grid = static_cast<unsigned int>(std::min<index_t>((rows + 7) / 8, 65535));
+    kernels::top_k_rows<float><<<grid, block, 0, policy.stream()>>>(x, values, indices);
+    JETMOE_CUDA_CHECK_LAUNCH();
+  }
+};
+
+}  // namespace jetmoe::ops
