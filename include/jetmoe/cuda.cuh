@@ -22,3 +22,11 @@
 #include "jetmoe/ops/cuda/rope.cuh"
 #include "jetmoe/ops/cuda/softmax.cuh"
 #include "jetmoe/ops/cuda/top_k.cuh"
+
+#include "jetmoe/routing/cuda/combine.cuh"
+#include "jetmoe/routing/cuda/dispatch.cuh"
+#include "jetmoe/routing/cuda/expert_choice.cuh"
+#include "jetmoe/routing/cuda/grouped_linear.cuh"
+#include "jetmoe/routing/cuda/losses.cuh"
+#include "jetmoe/routing/cuda/plan.cuh"
+#include "jetmoe/routing/cuda/row_rules.cuh"

@@ -30,6 +30,8 @@ struct gemm_args {
   index_t ldx = 0;                       // elements between input rows
   const std::int32_t* index = nullptr;   // (N) sorted row → input row, or null: input row = r − x_row_offset
   index_t x_row_offset = 0;
+  index_t x_rows = 0;                    // rows available to the index; an index outside [0, x_rows) reads zeros
+  device_status* status = nullptr;       // … and is reported here
   const std::int32_t* offsets = nullptr;  // (E+1) segment bounds over sorted rows, or null: one segment [0, rows)
   int segments = 1;                      // E
   index_t rows = 0;                      // N, used when offsets is null
@@ -56,9 +58,15 @@ __device__ __forceinline__ void segment_rows(const gemm_args<W>& a, int s, index
   if (end < begin) end = begin;
 }
 
+// Input row of sorted row r, or null (read as zeros) when the index points outside the input.
 template <class W>
 __device__ __forceinline__ const float* input_row(const gemm_args<W>& a, index_t r) {
-  const index_t source = a.index != nullptr ? static_cast<index_t>(a.index[r]) : r - a.x_row_offset;
+  if (a.index == nullptr) return a.x + (r - a.x_row_offset) * a.ldx;
+  const index_t source = a.index[r];
+  if (source < 0 || source >= a.x_rows) {
+    report(a.status, bad_gather_index, r, source, a.x_rows);
+    return nullptr;
+  }
   return a.x + source * a.ldx;
 }
 
@@ -110,7 +118,7 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_segments(const gemm_args
   float acc[gemv_max_rows], acc_up[gemv_max_rows];
 #pragma unroll
   for (int r = 0; r < gemv_max_rows; ++r) {
-    x_rows[r] = r < n ? input_row(a, begin + r) : nullptr;
+    x_rows[r] = r < n ? input_row(a, begin + r) : nullptr;  // null past n, or for a bad index
     acc[r] = 0.0f;
     acc_up[r] = 0.0f;
   }
@@ -121,7 +129,7 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_segments(const gemm_args
 #pragma unroll
     for (int r = 0; r < gemv_max_rows; ++r) {
       if (r < n) {
-        const float xv = x_rows[r][c];
+        const float xv = x_rows[r] != nullptr ? x_rows[r][c] : 0.0f;
         acc[r] = fmaf(wv, xv, acc[r]);
         if (Glu) acc_up[r] = fmaf(wu, xv, acc_up[r]);
       }
