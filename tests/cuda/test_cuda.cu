@@ -1,0 +1,778 @@
+// The CUDA backend against the CPU backend, op by op and primitive by primitive, on seeded
+// random inputs. One translation unit on purpose: nvcc is slow and CI has two cores.
+//
+// Every test that needs a GPU starts with SKIP_WITHOUT_GPU(): without a driver or device it
+// prints "no CUDA device: skipped" and returns, so the binary starts and passes anywhere (CTest
+// discovers the tests by running it at build time). A few tests need no GPU and always run.
+//
+// Tolerances, stated once:
+//  * fp32 paths (float weights; bf16/half weights with exec::cuda::tensor_cores = false; every
+//    op but linear): the two backends differ only in summation order, FMA contraction and the
+//    last ulp of expf/sincosf. Bound: |gpu − cpu| ≤ 1e-5·Σ|terms| + 1e-6, where Σ|terms| is the
+//    sum of magnitudes that entered the result (for a dot product Σ|x·w|), i.e. a few hundred
+//    fp32 roundings of relative 6e-8 with a margin.
+//  * tensor-core paths (bf16/half weights, tensor_cores = true, more than 8 rows): activations
+//    are rounded to the weight type, a relative error of at most 2^-9 (bf16) or 2^-12 (half)
+//    per product, so |gpu − cpu| ≤ 2^-8·Σ|x·w| (bf16) or 2^-11·Σ|x·w| (half), plus the fp32 bound.
+//  * integer outputs (ids, plans, top-k indices): exact. Router gates: 1e-6 relative.
+#include <catch2/catch.hpp>
+
+#pragma nv_diagnostic push
+#pragma nv_diag_suppress 20012
+#include <jetmoe/cuda.cuh>
+#pragma nv_diagnostic pop
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using namespace jetmoe;
+namespace routing = jetmoe::routing;
+using gpu_policy = exec::cuda;
+using jhalf = jetmoe::half;  // `half` alone is ambiguous with CUDA's global typedef
+
+#define SKIP_WITHOUT_GPU()                      \
+  do {                                          \
+    if (!exec::cuda::device_available()) {      \
+      WARN("no CUDA device: skipped");          \
+      return;                                   \
+    }                                           \
+  } while (false)
+
+// One context for the whole binary: tests share its stream and pool, as a program would.
+const gpu_policy& gpu() {
+  static const gpu_policy policy = gpu_policy::create();
+  return policy;
+}
+gpu_policy gpu_with_tensor_cores(bool on) {
+  gpu_policy p = gpu();
+  p.tensor_cores = on;
+  return p;
+}
+const exec::cpu cpu{2};
+
+// ---- host data ----------------------------------------------------------------------------------
+template <class T, std::size_t R>
+tensor<T, R> random_tensor(std::mt19937& rng, const dims<R>& extents, float scale = 1.0f) {
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  tensor<T, R> t(extents);
+  for (index_t i = 0; i < t.size(); ++i) t.data()[i] = from_float<T>(dist(rng));
+  return t;
+}
+
+// Multiples of 1/4 in [-2, 2]: many exact ties, distinct values far apart.
+tensor<float, 2> grid_logits(std::mt19937& rng, index_t rows, index_t cols) {
+  std::uniform_int_distribution<int> dist(-8, 8);
+  tensor<float, 2> m(make_dims(rows, cols));
+  for (index_t i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(dist(rng)) * 0.25f;
+  return m;
+}
+
+template <class T, std::size_t R>
+tensor<T, R, gpu_policy> up(const tensor<T, R>& host) {
+  return exec::to_device(gpu(), host.view());
+}
+template <class T, std::size_t R>
+tensor<std::remove_cv_t<T>, R> down(tensor_view<T, R> device) {
+  return exec::to_host(gpu(), device);
+}
+template <class T, std::size_t R>
+tensor<T, R> down(const tensor<T, R, gpu_policy>& device) {
+  return exec::to_host(gpu(), device.view());
+}
+template <class T, std::size_t R>
+void upload_into(const tensor<T, R>& host, tensor_view<T, R> device) {
+  exec::copy_to_device<T, R>(gpu(), host.view(), device);
+}
+
+// ---- comparison ---------------------------------------------------------------------------------
+// Element i passes when |got − want| ≤ rel·scale[i] + abs (scale: the Σ|terms| bound, or |want|
+// when none is given). Reports the count and the first failure instead of one line per element.
+template <class T, std::size_t R>
+void check_close(const tensor<T, R>& got, const tensor<T, R>& want, double rel, double abs,
+                 const std::vector<double>* scale = nullptr, const std::string& what = "") {
+  REQUIRE(got.extents() == want.extents());
+  index_t bad = 0, first_bad = -1;
+  double worst = 0.0;
+  for (index_t i = 0; i < got.size(); ++i) {
+    const double g = to_float(got.data()[i]), w = to_float(want.data()[i]);
+    const double s = scale ? (*scale)[static_cast<std::size_t>(i)] : std::fabs(w);
+    const double err = std::fabs(g - w);
+    const bool both_nan = std::isnan(g) && std::isnan(w);
+    if (!both_nan && !(err <= rel * s + abs)) {
+      if (first_bad < 0) first_bad = i;
+      ++bad;
+    }
+    if (std::isfinite(err)) worst = std::max(worst, err);
+  }
+  INFO(what << ": " << bad << " of " << got.size() << " elements out of tolerance (rel " << rel << ", abs " << abs
+            << "); worst |error| " << worst);
+  if (first_bad >= 0)
+    INFO("first at flat index " << first_bad << ": got " << to_float(got.data()[first_bad]) << ", want "
+                                << to_float(want.data()[first_bad]));
+  CHECK(bad == 0);
+}
+
+template <class T, std::size_t R>
+void check_equal(const tensor<T, R>& got, const tensor<T, R>& want, const std::string& what = "") {
+  REQUIRE(got.extents() == want.extents());
+  index_t bad = 0, first_bad = -1;
+  for (index_t i = 0; i < got.size(); ++i)
+    if (!(got.data()[i] == want.data()[i])) {
+      if (first_bad < 0) first_bad = i;
+      ++bad;
+    }
+  INFO(what << ": " << bad << " of " << got.size() << " elements differ");
+  if (first_bad >= 0) INFO("first at flat index " << first_bad);
+  CHECK(bad == 0);
+}
+
+// Σ_k |x[t, k]·w[o, k]| for every output: the scale of a linear's rounding error.
+template <class W>
+std::vector<double> linear_magnitudes(const tensor<float, 2>& x, const tensor<W, 2>& w) {
+  const index_t rows = x.extent(0), in = x.extent(1), out = w.extent(0);
+  std::vector<double> m(static_cast<std::size_t>(rows * out), 0.0);
+  for (index_t t = 0; t < rows; ++t)
+    for (index_t o = 0; o < out; ++o) {
+      double s = 0.0;
+      for (index_t k = 0; k < in; ++k) s += std::fabs(static_cast<double>(x(t, k)) * to_float(w(o, k)));
+      m[static_cast<std::size_t>(t * out + o)] = s;
+    }
+  return m;
+}
+
+template <class W>
+double tensor_core_rel() {
+  if constexpr (std::is_same_v<W, bf16>) return 1.0 / 256.0;
+  else if constexpr (std::is_same_v<W, jhalf>) return 1.0 / 2048.0;
+  else return 1e-5;
+}
+
+}  // namespace
+
+// ==== tests that need no GPU ===========================================================================
+
+TEST_CASE("exec::cuda without a device: unbound policy, error formatting, size classes", "[cuda]") {
+  // device_available() must answer without throwing whether or not a driver is present.
+  const bool available = exec::cuda::device_available();
+  INFO("device_available() = " << available);
+
+  const exec::cuda unbound;
+  CHECK_FALSE(unbound.bound());
+  CHECK_THROWS_AS(unbound.allocate(16), jetmoe::error);
+  CHECK_NOTHROW(unbound.deallocate(nullptr, 0));
+  tensor<float, 2, exec::cuda> empty;  // default construction touches no device
+  CHECK(empty.data() == nullptr);
+
+  CHECK_THROWS_WITH(JETMOE_CUDA_CHECK(cudaErrorInvalidValue), Catch::Contains("cudaErrorInvalidValue"));
+  CHECK_NOTHROW(JETMOE_CUDA_CHECK(cudaSuccess));
+
+  using pool = exec::device_memory_pool;
+  CHECK(pool::size_class(1) == 512);
+  CHECK(pool::size_class(512) == 512);
+  CHECK(pool::size_class(513) == 1024);
+  CHECK(pool::size_class((1u << 20) + 1) == 2u << 20);
+  CHECK(pool::size_class((300u << 20) + 1) == 304u << 20);
+}
+
+// ==== policy and transfers ==============================================================================
+
+TEST_CASE("exec::cuda: pooled allocation, zeroing, strided transfers both ways", "[cuda]") {
+  SKIP_WITHOUT_GPU();
+  const gpu_policy& g = gpu();
+  std::mt19937 rng(1);
+
+  const auto before = g.pool().stats();
+  { tensor<float, 2, gpu_policy> a(g, make_dims(17, 33)); }
+  { tensor<float, 2, gpu_policy> b(g, make_dims(17, 33)); }  // same size class, same stream: a hit
+  const auto after = g.pool().stats();
+  CHECK(after.hits >= before.hits + 1);
+
+  const auto zeros = tensor<float, 2, gpu_policy>::zeros(g, make_dims(5, 7));
+  const auto zeros_back = down(zeros);
+  for (index_t i = 0; i < zeros_back.size(); ++i) CHECK(zeros_back.data()[i] == 0.0f);
+
+  // Host strided → device, device strided → host.
+  const auto host = random_tensor<float, 3>(rng, make_dims(4, 5, 6));
+  const auto device = up(host);
+  const auto back = down(device);
+  check_equal(back, host, "round trip");
+  const tensor_view<const float, 3> transposed = device.view().transpose(0, 2);  // (6, 5, 4), strided
+  const auto transposed_back = down(transposed);
+  for (index_t i = 0; i < 6; ++i)
+    for (index_t j = 0; j < 5; ++j)
+      for (index_t k = 0; k < 4; ++k) CHECK(transposed_back(i, j, k) == host(k, j, i));
+  const tensor_view<const float, 3> host_strided = host.view().slice(2, 1, 4);
+  const auto from_strided = exec::to_device(g, host_strided);
+  const auto from_strided_back = down(from_strided);
+  for (index_t i = 0; i < 4; ++i)
+    for (index_t j = 0; j < 5; ++j)
+      for (index_t k = 0; k < 3; ++k) CHECK(from_strided_back(i, j, k) == host(i, j, k + 1));
+
+  // clone() copies through the policy.
+  const auto cloned = device.clone();
+  check_equal(down(cloned), host, "clone");
+}
+
+// ==== ops ===============================================================================================
+
+TEMPLATE_TEST_CASE("ops::linear on CUDA matches the CPU backend", "[cuda][ops]", float, bf16, jhalf) {
+  SKIP_WITHOUT_GPU();
+  using W = TestType;
+  std::mt19937 rng(2);
+  for (const bool tensor_cores : {false, true}) {
+    const gpu_policy g = gpu_with_tensor_cores(tensor_cores);
+    for (const index_t rows : {1, 3, 8, 9, 70}) {
+      for (const index_t in : {16, 45, 130}) {
+        const index_t out = 67;
+        const auto x = random_tensor<float, 2>(rng, make_dims(rows, in));
+        const auto w = random_tensor<W, 2>(rng, make_dims(out, in), 0.5f);
+        tensor<float, 2> want(make_dims(rows, out));
+        ops::linear(cpu, x.view(), w.view(), want.view());
+        const auto dx = up(x);
+        const auto dw = up(w);
+        tensor<float, 2, gpu_policy> dy(g, make_dims(rows, out));
+        ops::linear(g, dx.view(), dw.view(), dy.view());
+        const auto m = linear_magnitudes(x, w);
+        const bool rounded = tensor_cores && !std::is_same_v<W, float> && rows > kernels::gemv_max_rows;
+        const double rel = rounded ? tensor_core_rel<W>() + 1e-5 : 1e-5;
+        check_close(down(dy), want, rel, 1e-6, &m,
+                    "linear T=" + std::to_string(rows) + " in=" + std::to_string(in) +
+                        (tensor_cores ? " tensor cores" : " fp32"));
+      }
+    }
+  }
+  // A strided x (a column window of a wider buffer) and an output with a row stride.
+  const gpu_policy& g = gpu();
+  const auto wide = random_tensor<float, 2>(rng, make_dims(20, 50));
+  const auto w = random_tensor<W, 2>(rng, make_dims(9, 30), 0.5f);
+  const tensor_view<const float, 2> x = wide.view().slice(1, 5, 35);
+  tensor<float, 2> want(make_dims(20, 9));
+  ops::linear(cpu, x, w.view(), want.view());
+  const auto dwide = up(wide);
+  const auto dw = up(w);
+  tensor<float, 2, gpu_policy> dy_wide(g, make_dims(20, 16));
+  const tensor_view<float, 2> dy = dy_wide.view().slice(1, 2, 11);
+  ops::linear(gpu_with_tensor_cores(false), tensor_view<const float, 2>(dwide.view()).slice(1, 5, 35), dw.view(), dy);
+  tensor<float, 2> x_copy(make_dims(20, 30));
+  for (index_t t = 0; t < 20; ++t)
+    for (index_t k = 0; k < 30; ++k) x_copy(t, k) = x(t, k);
+  const auto m = linear_magnitudes(x_copy, w);
+  check_close(down(tensor_view<const float, 2>(dy)), want, 1e-5, 1e-6, &m, "strided linear");
+}
+
+TEST_CASE("ops::rms_norm, softmax, silu, glu, add_inplace and copy on CUDA match the CPU backend", "[cuda][ops]") {
+  SKIP_WITHOUT_GPU();
+  const gpu_policy& g = gpu();
+  std::mt19937 rng(3);
+  for (const index_t width : {1, 7, 64, 2048, 3000}) {
+    const auto x = random_tensor<float, 2>(rng, make_dims(5, width), 3.0f);
+    const auto w = random_tensor<bf16, 1>(rng, make_dims(width));
+    tensor<float, 2> want(x.extents());
+    ops::rms_norm(cpu, x.view(), w.view(), 1e-6f, want.view());
+    auto dx = up(x);
+    const auto dw = up(w);
+    ops::rms_norm(g, tensor_view<const float, 2>(dx.view()), dw.view(), 1e-6f, dx.view());  // in place
+    check_close(down(dx), want, 2e-5, 1e-6, nullptr, "rms_norm width " + std::to_string(width));
+
+    tensor<float, 2> soft = random_tensor<float, 2>(rng, make_dims(6, width), 20.0f);
+    auto dsoft = up(soft);
+    ops::softmax(cpu, soft.view());
+    ops::softmax(g, dsoft.view());
+    check_close(down(dsoft), soft, 1e-5, 1e-7, nullptr, "softmax width " + std::to_string(width));
+
+    tensor<float, 2> act = random_tensor<float, 2>(rng, make_dims(4, width), 30.0f);
+    auto dact = up(act);
+    ops::silu(cpu, act.view());
+    ops::silu(g, dact.view());
+    check_close(down(dact), act, 1e-6, 1e-7, nullptr, "silu");
+  }
+  const auto h = random_tensor<float, 2>(rng, make_dims(9, 2 * 300), 8.0f);
+  tensor<float, 2> u(make_dims(9, 300));
+  ops::glu(cpu, h.view(), u.view());
+  const auto dh = up(h);
+  tensor<float, 2, gpu_policy> du(g, make_dims(9, 300));
+  ops::glu(g, dh.view(), du.view());
+  check_close(down(du), u, 1e-6, 1e-7, nullptr, "glu");
+
+  auto a = random_tensor<float, 2>(rng, make_dims(33, 65));
+  const auto b = random_tensor<float, 2>(rng, make_dims(33, 65));
+  auto da = up(a);
+  const auto db = up(b);
+  ops::add_inplace(cpu, a.view(), b.view());
+  ops::add_inplace(g, da.view(), db.view());
+  check_equal(down(da), a, "add_inplace");
+
+  // Copy between strided 4-D views, the shape of the KV-cache writes.
+  const auto src = random_tensor<float, 4>(rng, make_dims(2, 3, 4, 8));
+  const auto dsrc = up(src);
+  tensor<float, 4, gpu_policy> store = tensor<float, 4, gpu_policy>::zeros(g, make_dims(2, 4, 5, 8));  // (B, H, C, D)
+  const tensor_view<float, 4> window = store.view().slice(2, 1, 4).transpose(1, 2);  // (2, 3, 4, 8) strided
+  ops::copy<gpu_policy, 4>(g, dsrc.view(), window);
+  const auto stored = down(store);
+  for (index_t b0 = 0; b0 < 2; ++b0)
+    for (index_t s = 0; s < 3; ++s)
+      for (index_t hh = 0; hh < 4; ++hh)
+        for (index_t d = 0; d < 8; ++d) CHECK(stored(b0, hh, s + 1, d) == src(b0, s, hh, d));
+}
+
+TEST_CASE("ops::rope on CUDA matches the CPU backend, with host or device positions", "[cuda][ops]") {
+  SKIP_WITHOUT_GPU();
+  const gpu_policy& g = gpu();
+  std::mt19937 rng(4);
+  for (const index_t head_dim : {2, 16, 128}) {
+    auto x = random_tensor<float, 3>(rng, make_dims(11, 3, head_dim));
+    tensor<std::int64_t, 1> positions(make_dims(11));
+    for (index_t t = 0; t < 11; ++t) positions(t) = 3 * t + (t % 2 ? 1000 : 0);
+    auto dx = up(x);
+    auto dx_host_positions = up(x);
+    const auto dpositions = up(positions);
+    ops::rope(cpu, x.view(), positions.view(), 10000.0f);
+    ops::rope(g, dx.view(), dpositions.view(), 10000.0f);
+    ops::rope(g, dx_host_positions.view(), positions.view(), 10000.0f);
+    // Angles up to ~1000 rad: the fp32 sin/cos of the two libraries differ in the last ulp.
+    check_close(down(dx), x, 1e-5, 2e-6, nullptr, "rope D=" + std::to_string(head_dim));
+    check_equal(down(dx_host_positions), down(dx), "rope host vs device positions");
+  }
+}
+
+TEST_CASE("ops::top_k on CUDA: same values and indices as the CPU, ties and NaN included", "[cuda][ops]") {
+  SKIP_WITHOUT_GPU();
+  const gpu_policy& g = gpu();
+  std::mt19937 rng(5);
+  for (const index_t n : {1, 8, 33, 1000}) {
+    for (const index_t k : {index_t{1}, std::min<index_t>(n, 2), std::min<index_t>(n, 7), n}) {
+      auto x = grid_logits(rng, 13, n);
+      if (n > 3) {
+        x(0, 2) = std::numeric_limits<float>::quiet_NaN();
+        x(1, 0) = -0.0f;
+        x(1, 1) = 0.0f;
+      }
+      tensor<float, 2> values(make_dims(13, k));
+      tensor<std::int32_t, 2> indices(make_dims(13, k));
+      ops::top_k(cpu, x.view(), values.view(), indices.view());
+      const auto dx = up(x);
+      tensor<float, 2, gpu_policy> dvalues(g, make_dims(13, k));
+      tensor<std::int32_t, 2, gpu_policy> dindices(g, make_dims(13, k));
+      ops::top_k(g, dx.view(), dvalues.view(), dindices.view());
+      check_equal(down(dindices), indices, "top_k indices n=" + std::to_string(n) + " k=" + std::to_string(k));
+      check_close(down(dvalues), values, 0.0, 0.0, nullptr, "top_k values");
+    }
+  }
+}
+
+TEST_CASE("ops::embedding on CUDA: host and device ids, bad ids rejected, nothing written", "[cuda][ops]") {
+  SKIP_WITHOUT_GPU();
+  const gpu_policy& g = gpu();
+  std::mt19937 rng(6);
+  const auto table = random_tensor<bf16, 2>(rng, make_dims(50, 24));
+  tensor<std::int64_t, 1> ids(make_dims(7));
+  for (index_t t = 0; t < 7; ++t) ids(t) = (t * 13) % 50;
+  tensor<float, 2> want(make_dims(7, 24));
+  ops::embedding(cpu, table.view(), ids.view(), want.view());
+  const auto dtable = up(table);
+  tensor<float, 2, gpu_policy> dout(g, make_dims(7, 24));
+  ops::embedding(g, dtable.view(), ids.view(), dout.view());  // host ids
+  check_equal(down(dout), want, "embedding, host ids");
+  const auto dids = up(ids);
+  auto dout2 = tensor<float, 2, gpu_policy>::zeros(g, make_dims(7, 24));
+  ops::embedding(g, dtable.view(), dids.view(), dout2.view());  // device ids
+  check_equal(down(dout2), want, "embedding, device ids");
+
+  tensor<std::int64_t, 1> bad = ids.clone();
+  bad(4) = 50;
+  CHECK_THROWS_WITH(ops::embedding(g, dtable.view(), bad.view(), dout.view()), Catch::Contains("position 4"));
+  const auto dbad = up(bad);
+  auto untouched = tensor<float, 2, gpu_policy>::zeros(g, make_dims(7, 24));
+  ops::embedding(g, dtable.view(), dbad.view(), untouched.view());  // queued; reported at the next sync
+  CHECK_THROWS_WITH(g.synchronize(), Catch::Contains("token id 50 at position 4"));
+  const auto untouched_back = down(untouched);
+  for (index_t i = 0; i < untouched_back.size(); ++i) CHECK(untouched_back.data()[i] == 0.0f);
+  CHECK_NOTHROW(g.synchronize());  // the error was cleared when reported
+}
+
+namespace {
+// Attention on CPU and GPU for one configuration; K and V are strided cache views.
+template <class KvHeadMap>
+void compare_attention(std::mt19937& rng, index_t batch, index_t q_len, index_t past, index_t q_heads,
+                       index_t kv_heads, index_t head_dim, bool causal, bool with_mask, KvHeadMap map) {
+  const gpu_policy& g = gpu();
+  const index_t k_len = past + q_len, capacity = k_len + 3;
+  const auto q = random_tensor<float, 4>(rng, make_dims(batch, q_len, q_heads, head_dim));
+  const auto k_store = random_tensor<float, 4>(rng, make_dims(batch, kv_heads, capacity, head_dim));
+  const auto v_store = random_tensor<float, 4>(rng, make_dims(batch, kv_heads, capacity, head_dim));
+  tensor<std::uint8_t, 2> mask(make_dims(batch, k_len));
+  for (index_t b = 0; b < batch; ++b)
+    for (index_t j = 0; j < k_len; ++j) mask(b, j) = with_mask ? ((j + b) % 4 != 1) : 1;
+  if (with_mask && batch > 1)
+    for (index_t j = 0; j < k_len; ++j) mask(1, j) = j >= k_len / 2;  // a row whose early queries see nothing
+
+  ops::attention_options options;
+  options.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  options.q_offset = past;
+  options.causal = causal;
+  const auto window = [&](const auto& store) {
+    return tensor_view<const float, 4>(store.view()).slice(2, 0, k_len).transpose(1, 2);  // (B, Tk, Hkv, D)
+  };
+  tensor<float, 4> want(q.extents());
+  options.key_mask = with_mask ? tensor_view<const std::uint8_t, 2>(mask.view()) : tensor_view<const std::uint8_t, 2>{};
+  ops::attention(cpu, q.view(), window(k_store), window(v_store), want.view(), options, map);
+
+  const auto dq = up(q);
+  const auto dk = up(k_store);
+  const auto dv = up(v_store);
+  const auto dmask = up(mask);
+  tensor<float, 4, gpu_policy> dout(g, q.extents());
+  if (with_mask) options.key_mask = dmask.view();
+  ops::attention(g, dq.view(), window(dk), window(dv), dout.view(), options, map);
+  INFO("B=" << batch << " Tq=" << q_len << " past=" << past << " Hq=" << q_heads << " Hkv=" << kv_heads
+            << " D=" << head_dim << " causal=" << causal << " mask=" << with_mask);
+  // Outputs are convex combinations of values in [-1, 1]: an absolute bound suffices.
+  check_close(down(dout), want, 0.0, 2e-5, nullptr, "attention");
+  if (with_mask) {  // the same mask from host memory gives the same result
+    options.key_mask = mask.view();
+    tensor<float, 4, gpu_policy> dout_host_mask(g, q.extents());
+    ops::attention(g, dq.view(), window(dk), window(dv), dout_host_mask.view(), options, map);
+    check_equal(down(dout_host_mask), down(dout), "attention with a host mask");
+  }
+}
+}  // namespace
+
+TEST_CASE("ops::attention on CUDA (tiles and decode) matches the CPU backend", "[cuda][ops]") {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(7);
+  for (const index_t head_dim : {16, 64, 128, 200}) {
+    compare_attention(rng, 2, 1, 0, 4, 2, head_dim, true, false, ops::kv_head_modulo{});       // first token
+    compare_attention(rng, 2, 1, 37, 4, 2, head_dim, true, true, ops::kv_head_modulo{});       // decode
+    compare_attention(rng, 2, 19, 0, 4, 2, head_dim, true, true, ops::kv_head_modulo{});       // prefill, partial tile
+    compare_attention(rng, 1, 40, 5, 4, 4, head_dim, true, false, ops::kv_head_grouped{});     // chunked prefill
+    compare_attention(rng, 2, 17, 3, 6, 2, head_dim, false, true, ops::kv_head_grouped{});     // not causal
+  }
+  compare_attention(rng, 1, 300, 0, 2, 1, 128, true, false, ops::kv_head_modulo{});  // many key chunks
+}
+
+// ==== routing ===========================================================================================
+
+namespace {
+// Runs `router` on the same logits with both policies and compares the choices.
+template <class Router>
+void compare_router(const Router& cpu_router, const Router& gpu_router, const tensor<float, 2>& logits, index_t k,
+                    const std::string& name) {
+  const index_t tokens = logits.extent(0), experts = logits.extent(1);
+  const index_t slots = routing::slots_per_token(cpu_router, k, experts);
+  tensor<std::int32_t, 2> ids(make_dims(tokens, slots));
+  tensor<float, 2> gates(make_dims(tokens, slots));
+  cpu_router.route(cpu, logits.view(), k, ids.view(), gates.view());
+  const auto dlogits = up(logits);
+  tensor<std::int32_t, 2, gpu_policy> dids(gpu(), make_dims(tokens, slots));
+  tensor<float, 2, gpu_policy> dgates(gpu(), make_dims(tokens, slots));
+  gpu_router.route(gpu(), dlogits.view(), k, dids.view(), dgates.view());
+  check_equal(down(dids), ids, name + " ids");
+  check_close(down(dgates), gates, 1e-6, 1e-7, nullptr, name + " gates");
+}
+}  // namespace
+
+TEST_CASE("every router runs on CUDA and chooses as on the CPU", "[cuda][routing]") {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(8);
+  for (const index_t tokens : {1, 5, 1000}) {
+    const auto logits = grid_logits(rng, tokens, 16);
+    compare_router(routing::top_k_then_softmax{}, routing::top_k_then_softmax{}, logits, 2, "top_k_then_softmax");
+    compare_router(routing::softmax_then_top_k{false}, routing::softmax_then_top_k{false}, logits, 3, "softmax_then_top_k");
+    compare_router(routing::softmax_then_top_k{true}, routing::softmax_then_top_k{true}, logits, 3,
+                   "softmax_then_top_k renormalised");
+    compare_router(routing::switch_top1{}, routing::switch_top1{}, logits, 2, "switch_top1");
+    compare_router(routing::noisy_top_k{0.5f, 11, 3}, routing::noisy_top_k{0.5f, 11, 3}, logits, 2, "noisy_top_k");
+    compare_router(routing::expert_choice{1.0}, routing::expert_choice{1.0}, logits, 2, "expert_choice");
+
+    const auto bias = random_tensor<float, 1>(rng, make_dims(16), 0.1f);
+    const auto dbias = up(bias);
+    routing::sigmoid_top_k cpu_sigmoid{bias.view(), 4, 2, true, 2.5f};
+    routing::sigmoid_top_k gpu_sigmoid{dbias.view(), 4, 2, true, 2.5f};
+    compare_router(cpu_sigmoid, gpu_sigmoid, logits, 3, "sigmoid_top_k");
+  }
+}
+
+namespace {
+// CPU and GPU plans built from the same hand-given (T, S) choices.
+struct plan_pair {
+  routing::routing_plan<exec::cpu> cpu_plan;
+  routing::routing_plan<gpu_policy> gpu_plan;
+};
+
+void build_both(plan_pair& p, const tensor<std::int32_t, 2>& ids, const tensor<float, 2>& gates, index_t experts,
+                routing::capacity_limit capacity) {
+  const index_t tokens = ids.extent(0), slots = ids.extent(1);
+  const auto c = p.cpu_plan.prepare(cpu, tokens, slots, experts);
+  for (index_t i = 0; i < ids.size(); ++i) {
+    c.expert_ids.data()[i] = ids.data()[i];
+    c.gates.data()[i] = gates.data()[i];
+  }
+  routing::build_plan(cpu, p.cpu_plan, capacity);
+  const auto d = p.gpu_plan.prepare(gpu(), tokens, slots, experts);
+  upload_into(ids, d.expert_ids);
+  upload_into(gates, d.gates);
+  routing::build_plan(gpu(), p.gpu_plan, capacity);
+}
+
+void check_same_plan(const plan_pair& p) {
+  const auto& a = p.cpu_plan;
+  const auto& b = p.gpu_plan;
+  REQUIRE(b.num_sorted_rows() == a.num_sorted_rows());
+  REQUIRE(b.num_dropped() == a.num_dropped());
+  REQUIRE(b.num_empty_slots() == a.num_empty_slots());
+  const auto host = [](tensor_view<const std::int32_t, 1> v) {
+    tensor<std::int32_t, 1> t(v.extents());
+    for (index_t i = 0; i < v.size(); ++i) t(i) = v(i);
+    return t;
+  };
+  check_equal(down(b.routed_counts()), host(a.routed_counts()), "routed_counts");
+  check_equal(down(b.counts()), host(a.counts()), "counts");
+  check_equal(down(b.offsets()), host(a.offsets()), "offsets");
+  check_equal(down(b.sorted_slot()), host(a.sorted_slot()), "sorted_slot");
+  check_equal(down(b.sorted_token()), host(a.sorted_token()), "sorted_token");
+  check_equal(down(b.slot_to_sorted()), host(a.slot_to_sorted()), "slot_to_sorted");
+  check_equal(down(b.dropped_slots()), host(a.dropped_slots()), "dropped_slots");
+}
+
+void random_choices(std::mt19937& rng, index_t tokens, index_t slots, index_t experts, double empty_fraction,
+                    tensor<std::int32_t, 2>& ids, tensor<float, 2>& gates) {
+  ids = tensor<std::int32_t, 2>(make_dims(tokens, slots));
+  gates = tensor<float, 2>(make_dims(tokens, slots));
+  std::uniform_int_distribution<int> expert(0, static_cast<int>(experts) - 1);
+  std::uniform_int_distribution<int> gate_step(0, 7);  // coarse gates: many ties for by_gate
+  std::bernoulli_distribution empty(empty_fraction);
+  for (index_t i = 0; i < ids.size(); ++i) {
+    ids.data()[i] = empty(rng) ? routing::no_expert : expert(rng);
+    gates.data()[i] = ids.data()[i] == routing::no_expert ? 0.0f : static_cast<float>(gate_step(rng)) / 8.0f;
+  }
+}
+}  // namespace
+
+TEST_CASE("routing::build_plan on CUDA equals the CPU plan, with and without capacity", "[cuda][routing]") {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(9);
+  for (const index_t tokens : {1, 37, 3000}) {
+    for (const index_t experts : {1, 8, 64}) {
+      for (const double empty : {0.0, 0.2}) {
+        tensor<std::int32_t, 2> ids;
+        tensor<float, 2> gates;
+        random_choices(rng, tokens, 2, experts, empty, ids, gates);
+        const index_t tight = std::max<index_t>(1, tokens * 2 / experts / 2);
+        for (const routing::capacity_limit capacity :
+             {routing::capacity_limit{}, routing::capacity_limit{tight, routing::drop_policy::by_position},
+              routing::capacity_limit{tight, routing::drop_policy::by_gate}, routing::capacity_limit{0}}) {
+          INFO("T=" << tokens << " E=" << experts << " empty=" << empty << " capacity=" << capacity.per_expert
+                    << " by_gate=" << (capacity.policy == routing::drop_policy::by_gate));
+          plan_pair p;
+          build_both(p, ids, gates, experts, capacity);
+          check_same_plan(p);
+        }
+      }
+    }
+  }
+  // No tokens at all.
+  plan_pair empty_pair;
+  build_both(empty_pair, tensor<std::int32_t, 2>(make_dims(0, 2)), tensor<float, 2>(make_dims(0, 2)), 4, {});
+  CHECK(empty_pair.gpu_plan.num_sorted_rows() == 0);
+  check_equal(down(empty_pair.gpu_plan.offsets()), tensor<std::int32_t, 1>::zeros(make_dims(5)), "empty offsets");
+
+  // An expert id out of range is thrown by build_plan, as on the CPU.
+  tensor<std::int32_t, 2> ids;
+  tensor<float, 2> gates;
+  random_choices(rng, 10, 2, 4, 0.0, ids, gates);
+  ids(3, 1) = 4;
+  routing::routing_plan<gpu_policy> plan;
+  const auto out = plan.prepare(gpu(), 10, 2, 4);
+  upload_into(ids, out.expert_ids);
+  upload_into(gates, out.gates);
+  CHECK_THROWS_WITH(routing::build_plan(gpu(), plan, {}), Catch::Contains("slot 7 names expert 4"));
+  CHECK_FALSE(plan.is_built());
+}
+
+TEST_CASE("gather, scatter_to_slots and combine on CUDA equal the CPU results", "[cuda][routing]") {
+  SKIP_WITHOUT_GPU();
+  const gpu_policy& g = gpu();
+  std::mt19937 rng(10);
+  tensor<std::int32_t, 2> ids;
+  tensor<float, 2> gates;
+  random_choices(rng, 200, 3, 8, 0.1, ids, gates);
+  plan_pair p;
+  build_both(p, ids, gates, 8, routing::capacity_limit{60});
+  const index_t rows = p.cpu_plan.num_sorted_rows(), width = 40;
+
+  const auto x = random_tensor<float, 2>(rng, make_dims(200, width));
+  const auto dx = up(x);
+  tensor<float, 2> gathered(make_dims(rows, width));
+  routing::gather(cpu, x.view(), p.cpu_plan.sorted_token(), gathered.view());
+  tensor<float, 2, gpu_policy> dgathered(g, make_dims(rows, width));
+  routing::gather(g, dx.view(), p.gpu_plan.sorted_token(), dgathered.view());
+  check_equal(down(dgathered), gathered, "gather");
+
+  tensor<float, 3> slots(make_dims(200, 3, width));
+  routing::scatter_to_slots(cpu, p.cpu_plan, gathered.view(), slots.view());
+  tensor<float, 3, gpu_policy> dslots(g, make_dims(200, 3, width));
+  routing::scatter_to_slots(g, p.gpu_plan, dgathered.view(), dslots.view());
+  check_equal(down(dslots), slots, "scatter_to_slots");
+
+  const auto bias = random_tensor<bf16, 1>(rng, make_dims(width));
+  const auto dbias = up(bias);
+  tensor<float, 2> y(make_dims(200, width));
+  routing::combine(cpu, p.cpu_plan, tensor_view<const float, 2>(gathered.view()), y.view(), bias.view());
+  tensor<float, 2, gpu_policy> dy(g, make_dims(200, width));
+  routing::combine(g, p.gpu_plan, tensor_view<const float, 2>(dgathered.view()), dy.view(), dbias.view());
+  check_close(down(dy), y, 1e-6, 1e-6, nullptr, "combine");
+
+  // A bad index zeroes its row and is reported at the next synchronisation.
+  tensor<std::int32_t, 1> index(make_dims(3));
+  index(0) = 5;
+  index(1) = 200;
+  index(2) = 0;
+  const auto dindex = up(index);
+  tensor<float, 2, gpu_policy> dbad(g, make_dims(3, width));
+  routing::gather(g, dx.view(), dindex.view(), dbad.view());
+  CHECK_THROWS_WITH(g.synchronize(), Catch::Contains("index 200 at 1"));
+}
+
+TEMPLATE_TEST_CASE("grouped_linear, grouped_glu and grouped_glu_mlp on CUDA match the CPU backend", "[cuda][routing]",
+                   float, bf16) {
+  SKIP_WITHOUT_GPU();
+  using W = TestType;
+  const gpu_policy g = gpu_with_tensor_cores(false);
+  std::mt19937 rng(11);
+  const index_t experts = 6, hidden = 48, inner = 40;
+  const auto w_in = random_tensor<W, 3>(rng, make_dims(experts, 2 * inner, hidden), 0.3f);
+  const auto w_out = random_tensor<W, 3>(rng, make_dims(experts, hidden, inner), 0.3f);
+  const auto dw_in = up(w_in);
+  const auto dw_out = up(w_out);
+  for (const index_t tokens : {1, 3, 150}) {
+    tensor<std::int32_t, 2> ids;
+    tensor<float, 2> gates;
+    random_choices(rng, tokens, 2, experts, 0.0, ids, gates);
+    plan_pair p;
+    build_both(p, ids, gates, experts, {});
+    const index_t rows = p.cpu_plan.num_sorted_rows();
+    const auto x = random_tensor<float, 2>(rng, make_dims(tokens, hidden));
+    const auto dx = up(x);
+    routing::expert_scratch<exec::cpu> cpu_scratch;
+    routing::expert_scratch<gpu_policy> gpu_scratch;
+    const auto cpu_in = routing::expert_input::indexed(x.view(), p.cpu_plan.sorted_token());
+    const auto gpu_in = routing::expert_input::indexed(dx.view(), p.gpu_plan.sorted_token());
+    INFO("T=" << tokens << " N=" << rows);
+
+    tensor<float, 2> h(make_dims(rows, 2 * inner));
+    routing::grouped_linear(cpu, p.cpu_plan, cpu_in, w_in.view(), h.view(), cpu_scratch);
+    tensor<float, 2, gpu_policy> dh(g, make_dims(rows, 2 * inner));
+    routing::grouped_linear(g, p.gpu_plan, gpu_in, dw_in.view(), dh.view(), gpu_scratch);
+    check_close(down(dh), h, 1e-5, 1e-5, nullptr, "grouped_linear");
+
+    tensor<float, 2> u(make_dims(rows, inner));
+    routing::grouped_glu(cpu, p.cpu_plan, cpu_in, w_in.view(), u.view(), cpu_scratch);
+    tensor<float, 2, gpu_policy> du(g, make_dims(rows, inner));
+    routing::grouped_glu(g, p.gpu_plan, gpu_in, dw_in.view(), du.view(), gpu_scratch);
+    check_close(down(du), u, 1e-5, 1e-5, nullptr, "grouped_glu");
+
+    // Sorted input (after a gather) gives the same as the indexed read.
+    tensor<float, 2, gpu_policy> dgathered(g, make_dims(rows, hidden));
+    routing::gather(g, dx.view(), p.gpu_plan.sorted_token(), dgathered.view());
+    tensor<float, 2, gpu_policy> du_sorted(g, make_dims(rows, inner));
+    routing::grouped_glu(g, p.gpu_plan, routing::expert_input::sorted(dgathered.view()), dw_in.view(), du_sorted.view(),
+                         gpu_scratch);
+    check_equal(down(du_sorted), down(du), "grouped_glu sorted vs indexed");
+
+    tensor<float, 2> z(make_dims(rows, hidden));
+    routing::grouped_glu_mlp(cpu, p.cpu_plan, cpu_in, w_in.view(), w_out.view(), z.view(), cpu_scratch);
+    tensor<float, 2, gpu_policy> dz(g, make_dims(rows, hidden));
+    routing::grouped_glu_mlp(g, p.gpu_plan, gpu_in, dw_in.view(), dw_out.view(), dz.view(), gpu_scratch);
+    check_close(down(dz), z, 1e-5, 1e-5, nullptr, "grouped_glu_mlp");
+  }
+}
+
+TEMPLATE_TEST_CASE("moe_mlp and mixture_of_attention blocks on CUDA match the CPU backend", "[cuda][routing]", float,
+                   bf16) {
+  SKIP_WITHOUT_GPU();
+  using W = TestType;
+  const gpu_policy g = gpu_with_tensor_cores(false);
+  std::mt19937 rng(12);
+  const index_t experts = 8, hidden = 64, inner = 48, width = 32;
+  const auto router = random_tensor<W, 2>(rng, make_dims(experts, hidden), 0.5f);
+  const auto w_in = random_tensor<W, 3>(rng, make_dims(experts, 2 * inner, hidden), 0.2f);
+  const auto w_out = random_tensor<W, 3>(rng, make_dims(experts, hidden, inner), 0.2f);
+  const auto bias = random_tensor<W, 1>(rng, make_dims(hidden), 0.1f);
+  const auto q_in = random_tensor<W, 3>(rng, make_dims(experts, width, hidden), 0.2f);
+  const auto q_out = random_tensor<W, 3>(rng, make_dims(experts, hidden, width), 0.2f);
+  const auto drouter = up(router);
+  const auto dw_in = up(w_in);
+  const auto dw_out = up(w_out);
+  const auto dbias = up(bias);
+  const auto dq_in = up(q_in);
+  const auto dq_out = up(q_out);
+  const routing::moe_mlp_weights<W> cpu_w{router.view(), w_in.view(), w_out.view(), bias.view()};
+  const routing::moe_mlp_weights<W> gpu_w{drouter.view(), dw_in.view(), dw_out.view(), dbias.view()};
+  const routing::moa_weights<W> cpu_a{router.view(), q_in.view(), q_out.view(), bias.view()};
+  const routing::moa_weights<W> gpu_a{drouter.view(), dq_in.view(), dq_out.view(), dbias.view()};
+  routing::routing_workspace<exec::cpu> cpu_ws;
+  routing::routing_workspace<gpu_policy> gpu_ws;
+  const routing::moe_mlp<> moe{};
+  const routing::mixture_of_attention<> moa{};
+
+  for (const index_t tokens : {1, 4, 257}) {
+    INFO("T=" << tokens);
+    const auto x = random_tensor<float, 2>(rng, make_dims(tokens, hidden));
+    const auto dx = up(x);
+    tensor<float, 2> y(make_dims(tokens, hidden));
+    tensor<float, 2, gpu_policy> dy(g, make_dims(tokens, hidden));
+    tensor<float, 2> logits(make_dims(tokens, experts));
+    tensor<float, 2, gpu_policy> dlogits(g, make_dims(tokens, experts));
+    const auto& cpu_plan = moe.forward(cpu, cpu_w, x.view(), y.view(), cpu_ws, logits.view());
+    const auto& gpu_plan = moe.forward(g, gpu_w, dx.view(), dy.view(), gpu_ws, dlogits.view());
+    check_close(down(dlogits), logits, 1e-5, 1e-5, nullptr, "router logits");
+    // Random logits have no near-ties at this scale, so both backends route identically.
+    const auto cpu_counts = [&] {
+      tensor<std::int32_t, 1> t(make_dims(experts));
+      for (index_t e = 0; e < experts; ++e) t(e) = cpu_plan.counts()(e);
+      return t;
+    }();
+    check_equal(down(gpu_plan.counts()), cpu_counts, "moe expert counts");
+    check_close(down(dy), y, 1e-4, 1e-5, nullptr, "moe_mlp output");
+
+    tensor<float, 3> q(make_dims(tokens, 2, width));
+    tensor<float, 3, gpu_policy> dq(g, make_dims(tokens, 2, width));
+    const auto& cpu_moa_plan = moa.map(cpu, cpu_a, x.view(), q.view(), cpu_ws);
+    const auto& gpu_moa_plan = moa.map(g, gpu_a, dx.view(), dq.view(), gpu_ws);
+    check_close(down(dq), q, 1e-5, 1e-5, nullptr, "moa map");
+    moa.reduce(cpu, cpu_a, cpu_moa_plan, tensor_view<const float, 3>(q.view()), y.view(), cpu_ws);
+    moa.reduce(g, gpu_a, gpu_moa_plan, tensor_view<const float, 3>(dq.view()), dy.view(), gpu_ws);
+    check_close(down(dy), y, 1e-4, 1e-5, nullptr, "moa reduce");
+  }
+}
+
+TEST_CASE("router losses on CUDA equal the CPU values", "[cuda][routing]") {
+  SKIP_WITHOUT_GPU();
+  const gpu_policy& g = gpu();
+  std::mt19937 rng(13);
+  const auto a = random_tensor<float, 2>(rng, make_dims(24, 8), 3.0f);
+  const auto b = random_tensor<float, 2>(rng, make_dims(24, 8), 3.0f);
+  const auto da = up(a);
+  const auto db = up(b);
+  const tensor_view<const float, 2> cpu_list[] = {a.view(), b.view()};
+  const tensor_view<const float, 2> gpu_list[] = {da.view(), db.view()};
+  tensor<std::int64_t, 2> mask(make_dims(3, 8));
+  for (index_t i = 0; i < mask.size(); ++i) mask.data()[i] = i % 5 != 2;
+  const auto dmask = up(mask);
+
+  CHECK(routing::load_balancing_loss(g, gpu_list, 2) == Approx(routing::load_balancing_loss(cpu, cpu_list, 2)).epsilon(1e-6));
+  CHECK(routing::load_balancing_loss(g, gpu_list, 2, dmask.view()) ==
+        Approx(routing::load_balancing_loss(cpu, cpu_list, 2, mask.view())).epsilon(1e-6));
+  CHECK(routing::load_balancing_loss(g, gpu_list, 2, mask.view()) ==  // host mask, uploaded
+        Approx(routing::load_balancing_loss(cpu, cpu_list, 2, mask.view())).epsilon(1e-6));
+  CHECK(routing::router_z_loss(g, gpu_list, dmask.view()) ==
+        Approx(routing::router_z_loss(cpu, cpu_list, mask.view())).epsilon(1e-6));
+  CHECK(routing::switch_plus_z_loss(g, da.view(), 2) == Approx(routing::switch_plus_z_loss(cpu, a.view(), 2)).epsilon(1e-6));
+}
