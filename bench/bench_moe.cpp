@@ -242,6 +242,7 @@ const mlp_weights_holder& mlp_weights(const mlp_shape& s) {
   if (!current_mlp || std::string(current_mlp->shape.name) != s.name) {
     current_mlp.reset();  // free the previous shape before allocating the next
     current_moa.reset();
+    remeasure_floors();   // between shapes: the machine may be faster now than at start-up
     current_mlp = std::make_unique<mlp_weights_holder>(s);
   }
   return *current_mlp;
@@ -250,6 +251,7 @@ const mlp_weights_holder& mlp_weights(const mlp_shape& s) {
 const moa_weights_holder& moa_weights(const moa_shape& s) {
   if (!current_moa) {
     current_mlp.reset();
+    remeasure_floors();
     current_moa = std::make_unique<moa_weights_holder>(s);
   }
   return *current_moa;
