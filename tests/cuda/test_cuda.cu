@@ -694,6 +694,74 @@ TEMPLATE_TEST_CASE("grouped_linear, grouped_glu and grouped_glu_mlp on CUDA matc
   }
 }
 
+namespace {
+// Σ_k |x[token(r), k] · w[e(r)][o][k]| for every sorted row r and output o of a CPU plan.
+template <class W>
+std::vector<double> grouped_magnitudes(const tensor<float, 2>& x, const routing::routing_plan<exec::cpu>& plan,
+                                       const tensor<W, 3>& w) {
+  const index_t rows = plan.num_sorted_rows(), out = w.extent(1), in = w.extent(2);
+  std::vector<double> m(static_cast<std::size_t>(rows * out), 0.0);
+  for (index_t e = 0; e < plan.num_experts(); ++e)
+    for (index_t r = plan.offsets()(e); r < plan.offsets()(e + 1); ++r)
+      for (index_t o = 0; o < out; ++o) {
+        double s = 0.0;
+        for (index_t k = 0; k < in; ++k)
+          s += std::fabs(static_cast<double>(x(plan.sorted_token()(r), k)) * to_float(w(e, o, k)));
+        m[static_cast<std::size_t>(r * out + o)] = s;
+      }
+  return m;
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("grouped linears on tensor cores (WMMA) match the CPU backend within the rounding of x",
+                   "[cuda][routing]", bf16, jhalf) {
+  SKIP_WITHOUT_GPU();
+  using W = TestType;
+  const gpu_policy g = gpu_with_tensor_cores(true);
+  std::mt19937 rng(14);
+  const index_t experts = 5, hidden = 72, inner = 50;  // neither a multiple of the 64/32 tiles
+  const auto w_in = random_tensor<W, 3>(rng, make_dims(experts, 2 * inner, hidden), 0.3f);
+  const auto dw_in = up(w_in);
+  const double rel = tensor_core_rel<W>() + 1e-5;
+  for (const index_t tokens : {9, 200}) {
+    tensor<std::int32_t, 2> ids;
+    tensor<float, 2> gates;
+    random_choices(rng, tokens, 2, experts, 0.1, ids, gates);
+    plan_pair p;
+    build_both(p, ids, gates, experts, {});
+    const index_t rows = p.cpu_plan.num_sorted_rows();
+    const auto x = random_tensor<float, 2>(rng, make_dims(tokens, hidden));
+    const auto dx = up(x);
+    routing::expert_scratch<exec::cpu> cpu_scratch;
+    routing::expert_scratch<gpu_policy> gpu_scratch;
+    const auto cpu_in = routing::expert_input::indexed(x.view(), p.cpu_plan.sorted_token());
+    const auto gpu_in = routing::expert_input::indexed(dx.view(), p.gpu_plan.sorted_token());
+    INFO("T=" << tokens << " N=" << rows);
+
+    tensor<float, 2> h(make_dims(rows, 2 * inner));
+    routing::grouped_linear(cpu, p.cpu_plan, cpu_in, w_in.view(), h.view(), cpu_scratch);
+    tensor<float, 2, gpu_policy> dh(g, make_dims(rows, 2 * inner));
+    routing::grouped_linear(g, p.gpu_plan, gpu_in, dw_in.view(), dh.view(), gpu_scratch);
+    const auto m = grouped_magnitudes(x, p.cpu_plan, w_in);
+    check_close(down(dh), h, rel, 1e-6, &m, "grouped_linear on tensor cores");
+
+    // GLU: bound |Δ(silu(g)·u)| through |silu'| ≤ 1.1 and the bounds on g and u.
+    tensor<float, 2> u(make_dims(rows, inner));
+    routing::grouped_glu(cpu, p.cpu_plan, cpu_in, w_in.view(), u.view(), cpu_scratch);
+    tensor<float, 2, gpu_policy> du(g, make_dims(rows, inner));
+    routing::grouped_glu(g, p.gpu_plan, gpu_in, dw_in.view(), du.view(), gpu_scratch);
+    std::vector<double> bound(static_cast<std::size_t>(rows * inner));
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t i = 0; i < inner; ++i) {
+        const double dg = rel * m[static_cast<std::size_t>(r * 2 * inner + i)] + 1e-6;
+        const double du_ = rel * m[static_cast<std::size_t>(r * 2 * inner + inner + i)] + 1e-6;
+        const double gate = std::fabs(h(r, i)) + dg, upv = std::fabs(h(r, inner + i)) + du_;
+        bound[static_cast<std::size_t>(r * inner + i)] = 1.1 * dg * upv + (gate + dg) * du_;
+      }
+    check_close(down(du), u, 1.0, 1e-6, &bound, "grouped_glu on tensor cores");
+  }
+}
+
 TEMPLATE_TEST_CASE("moe_mlp and mixture_of_attention blocks on CUDA match the CPU backend", "[cuda][routing]", float,
                    bf16) {
   SKIP_WITHOUT_GPU();

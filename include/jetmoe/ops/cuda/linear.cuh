@@ -7,6 +7,8 @@
 //   bf16/half, tensor_cores     x rounded to the weight type in a pooled buffer, then cublasGemmEx
 //                               on tensor cores with fp32 accumulation and fp32 output.
 //   bf16/half, !tensor_cores    kernels::tiled_gemm: fp32 activations, weights widened.
+// The grouped expert linears (routing/cuda/grouped_linear.cuh) use launch_row_gemm below, whose
+// tensor-core path is our own WMMA kernel (kernels/gemm_wmma.cuh) with the gather fused in.
 #pragma once
 
 #include <algorithm>
@@ -16,6 +18,7 @@
 #include "jetmoe/core/dtype.hpp"
 #include "jetmoe/exec/cuda.cuh"
 #include "jetmoe/kernels/gemm.cuh"
+#include "jetmoe/kernels/gemm_wmma.cuh"
 #include "jetmoe/ops/linear.hpp"
 
 namespace jetmoe::ops {
@@ -29,8 +32,9 @@ constexpr cudaDataType_t cuda_type() {
   else return CUDA_R_16F;
 }
 
-// Launches the CUDA-core row GEMM for `a` (its row window set), the GEMV form when
-// `rows_per_segment_at_most` allows it. GLU: a.out = I and the weights hold 2I rows.
+// Launches the row GEMM for `a` (its row window set): the GEMV form when
+// `rows_per_segment_at_most` allows it, else tensor cores (bf16/half weights with
+// policy.tensor_cores) or the fp32 CUDA-core tiles. GLU: a.out = I and the weights hold 2I rows.
 template <class W>
 void launch_row_gemm(const exec::cuda& policy, const kernels::gemm_args<W>& a, bool glu,
                      index_t rows_per_segment_at_most) {
@@ -44,12 +48,22 @@ void launch_row_gemm(const exec::cuda& policy, const kernels::gemm_args<W>& a, b
     JETMOE_CUDA_CHECK_LAUNCH();
     return;
   }
+  // Both tiled kernels cut 64 rows × 64 weight rows (GLU: 32 outputs).
+  static_assert(kernels::tile_m == kernels::wmma_tile_m && kernels::tile_n == kernels::wmma_tile_n);
   const index_t row_tiles = kernels::row_tiles_upper_bound(window, a.segments, kernels::tile_m);
   const index_t out_per_tile = glu ? kernels::tile_n / 2 : kernels::tile_n;
   const index_t col_tiles = (a.out + out_per_tile - 1) / out_per_tile;
   check(row_tiles < (index_t{1} << 31) && col_tiles <= 65535, "ops::linear (CUDA): ", window, " rows × ", a.out,
         " outputs exceed one launch's grid");
   const dim3 grid(static_cast<unsigned int>(row_tiles), static_cast<unsigned int>(col_tiles));
+  if constexpr (!std::is_same_v<W, float>) {
+    if (policy.tensor_cores) {
+      if (glu) kernels::wmma_gemm<W, true><<<grid, kernels::wmma_threads, 0, policy.stream()>>>(a);
+      else kernels::wmma_gemm<W, false><<<grid, kernels::wmma_threads, 0, policy.stream()>>>(a);
+      JETMOE_CUDA_CHECK_LAUNCH();
+      return;
+    }
+  }
   if (glu) kernels::tiled_gemm<W, true><<<grid, kernels::tile_threads, 0, policy.stream()>>>(a);
   else kernels::tiled_gemm<W, false><<<grid, kernels::tile_threads, 0, policy.stream()>>>(a);
   JETMOE_CUDA_CHECK_LAUNCH();
