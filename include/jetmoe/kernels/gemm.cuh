@@ -43,7 +43,41 @@ struct gemm_args {
   float* y = nullptr;                    // output row for sorted row r: y + (r − y_row_offset) · ldy
   index_t ldy = 0;
   index_t y_row_offset = 0;
+  // The host sets this when every weight row and input row starts 16-byte aligned and K is a
+  // multiple of the vector width (16 bytes of W): the GEMV then loads 16 bytes per lane.
+  bool vectorized = false;
 };
+
+// Elements of W in one 16-byte load.
+template <class W>
+inline constexpr int vector_width = 16 / static_cast<int>(sizeof(W));
+
+// Widens the 16 bytes at `p` (16-byte aligned) to fp32.
+__device__ __forceinline__ void load_widened(const float* p, float (&out)[4]) {
+  const float4 v = *reinterpret_cast<const float4*>(p);
+  out[0] = v.x;
+  out[1] = v.y;
+  out[2] = v.z;
+  out[3] = v.w;
+}
+__device__ __forceinline__ void load_widened(const bf16* p, float (&out)[8]) {
+  const uint4 v = *reinterpret_cast<const uint4*>(p);
+  const unsigned int words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {  // little-endian: element 2i is the low half
+    out[2 * i] = __uint_as_float(words[i] << 16);
+    out[2 * i + 1] = __uint_as_float(words[i] & 0xFFFF0000u);
+  }
+}
+__device__ __forceinline__ void load_widened(const half* p, float (&out)[8]) {
+  const uint4 v = *reinterpret_cast<const uint4*>(p);
+  const unsigned int words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    out[2 * i] = __half2float(__ushort_as_half(static_cast<unsigned short>(words[i] & 0xFFFFu)));
+    out[2 * i + 1] = __half2float(__ushort_as_half(static_cast<unsigned short>(words[i] >> 16)));
+  }
+}
 
 // Rows [begin, end) of segment `s`, clipped to the args' row window.
 template <class W>
@@ -122,6 +156,30 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_segments(const gemm_args
     acc[r] = 0.0f;
     acc_up[r] = 0.0f;
   }
+  if (a.vectorized) {
+    // Each lane loads 16 bytes of the weight row per step: a warp streams 512 contiguous bytes.
+    constexpr int vec = vector_width<W>;
+    for (index_t c = static_cast<index_t>(lane) * vec; c < a.k; c += 32 * vec) {
+      float wv[vec], wu[vec];
+      load_widened(w_row + c, wv);
+      if (Glu) load_widened(w_up + c, wu);
+#pragma unroll
+      for (int r = 0; r < gemv_max_rows; ++r) {
+        if (r < n && x_rows[r] != nullptr) {
+#pragma unroll
+          for (int part = 0; part < vec; part += 4) {
+            float xv[4];
+            load_widened(x_rows[r] + c + part, xv);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              acc[r] = fmaf(wv[part + i], xv[i], acc[r]);
+              if (Glu) acc_up[r] = fmaf(wu[part + i], xv[i], acc_up[r]);
+            }
+          }
+        }
+      }
+    }
+  } else {
   // Lanes take consecutive elements: each pass reads 32 consecutive weights (coalesced).
   for (index_t c = lane; c < a.k; c += 32) {
     const float wv = widen(w_row[c]);
@@ -134,6 +192,7 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_segments(const gemm_args
         if (Glu) acc_up[r] = fmaf(wu, xv, acc_up[r]);
       }
     }
+  }
   }
 #pragma unroll
   for (int r = 0; r < gemv_max_rows; ++r) {

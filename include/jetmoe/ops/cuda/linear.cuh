@@ -32,6 +32,16 @@ constexpr cudaDataType_t cuda_type() {
   else return CUDA_R_16F;
 }
 
+// Whether every row the GEMV reads starts on a 16-byte boundary and K is a whole number of
+// 16-byte vectors (true for the usual contiguous weights with K a multiple of 8).
+template <class W>
+bool vectorizable(const kernels::gemm_args<W>& a) {
+  constexpr index_t vec = kernels::vector_width<W>;
+  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  return a.k % vec == 0 && a.w_row_stride % vec == 0 && a.w_expert_stride % vec == 0 && aligned(a.w) &&
+         a.ldx % 4 == 0 && aligned(a.x);
+}
+
 // Launches the row GEMM for `a` (its row window set): the GEMV form when
 // `rows_per_segment_at_most` allows it, else tensor cores (bf16/half weights with
 // policy.tensor_cores) or the fp32 CUDA-core tiles. GLU: a.out = I and the weights hold 2I rows.
@@ -41,10 +51,12 @@ void launch_row_gemm(const exec::cuda& policy, const kernels::gemm_args<W>& a, b
   const index_t window = a.row_end - a.row_begin;
   if (window <= 0 || a.out == 0) return;
   if (rows_per_segment_at_most <= kernels::gemv_max_rows) {
+    kernels::gemm_args<W> v = a;
+    v.vectorized = vectorizable(a);
     const dim3 grid(static_cast<unsigned int>((a.out + kernels::gemv_warps - 1) / kernels::gemv_warps),
                     static_cast<unsigned int>(a.segments));
-    if (glu) kernels::gemv_segments<W, true><<<grid, kernels::gemv_warps * 32, 0, policy.stream()>>>(a);
-    else kernels::gemv_segments<W, false><<<grid, kernels::gemv_warps * 32, 0, policy.stream()>>>(a);
+    if (glu) kernels::gemv_segments<W, true><<<grid, kernels::gemv_warps * 32, 0, policy.stream()>>>(v);
+    else kernels::gemv_segments<W, false><<<grid, kernels::gemv_warps * 32, 0, policy.stream()>>>(v);
     JETMOE_CUDA_CHECK_LAUNCH();
     return;
   }
