@@ -455,6 +455,8 @@ TEST_CASE("ops::attention on CUDA (tiles and decode) matches the CPU backend", "
     compare_attention(rng, 2, 17, 3, 6, 2, head_dim, false, true, ops::kv_head_grouped{});     // not causal
   }
   compare_attention(rng, 1, 300, 0, 2, 1, 128, true, false, ops::kv_head_modulo{});  // many key chunks
+  compare_attention(rng, 1, 1, 1500, 4, 2, 128, true, true, ops::kv_head_modulo{});   // decode split 24 ways
+  compare_attention(rng, 2, 1, 700, 4, 2, 64, false, true, ops::kv_head_grouped{});   // split, not causal
 }
 
 // ==== routing ===========================================================================================

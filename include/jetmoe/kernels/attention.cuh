@@ -5,9 +5,10 @@
 //    stream through shared memory 32 at a time; each warp keeps 4 queries' running max, sum and
 //    output (lane owns dims lane, lane + 32, …), so each K/V tile read from memory serves 16
 //    queries.
-//  * attention_decode — one block per (query, query head, batch row), for Tq = 1: the 8 warps
-//    split the keys, each keeps its own running state, and the block merges them at the end.
-//    Lanes split the head dimension, so every key row is read coalesced.
+//  * attention_decode — for Tq = 1: blocks (splits, query head, batch row), each split a range
+//    of keys (flash-decoding, so that a batch-1 decode still fills the GPU), its 8 warps taking
+//    4 keys per step; lanes split the head dimension, so every key row is read coalesced. Each
+//    warp keeps a running state, the block merges its warps, attention_decode_merge the splits.
 // Both: key j is visible to query i iff (not causal or j ≤ q_offset + i) and key_mask[b, j] ≠ 0;
 // a query that sees no key writes zeros (the CPU backend's rule).
 #pragma once
@@ -150,15 +151,33 @@ __global__ void __launch_bounds__(attention_warps * 32) attention_tiles(const at
 }
 
 inline constexpr int attention_decode_warps = 8;
+inline constexpr int attention_decode_unroll = 4;  // keys in flight per warp step
 
+// Partial results of a split decode: per (b, h, split) the running max m, the sum l of
+// exp(score − m), and the unnormalised output Σ exp(score − m)·v.
+struct decode_partials {
+  float* m = nullptr;    // (B, Hq, splits)
+  float* l = nullptr;    // (B, Hq, splits)
+  float* acc = nullptr;  // (B, Hq, splits, D)
+  int splits = 1;
+};
+
+// grid: (splits, Hq, B), Tq = 1. Block `split` takes keys [split·chunk, (split + 1)·chunk) of
+// the visible range; its 8 warps take every 8th key of that, 4 keys per step so that the four
+// dot-product reductions overlap. With one split the block writes the output directly;
+// otherwise it writes its partials and attention_decode_merge combines them.
 template <int DimsPerLane, class KvHeadMap>
 __global__ void __launch_bounds__(attention_decode_warps * 32) attention_decode(const attention_args a,
-                                                                                 KvHeadMap kv_head_of) {
+                                                                                 KvHeadMap kv_head_of,
+                                                                                 const decode_partials partials) {
   __shared__ float warp_m[attention_decode_warps], warp_l[attention_decode_warps];
   __shared__ float warp_acc[attention_decode_warps][DimsPerLane * 32];
+  constexpr float minus_infinity = -std::numeric_limits<float>::infinity();
+  constexpr int W = attention_decode_warps, U = attention_decode_unroll;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const index_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int split = blockIdx.x;
+  const index_t i = 0, h = blockIdx.y, b = blockIdx.z;
   const int head_dim = static_cast<int>(a.q.extent(3));
   const index_t k_len = a.k.extent(1);
   const index_t g = kv_head_of(static_cast<int>(h), static_cast<int>(a.q.extent(2)), static_cast<int>(a.k.extent(2)));
@@ -175,29 +194,59 @@ __global__ void __launch_bounds__(attention_decode_warps * 32) attention_decode(
     key_end = a.q_offset + i + 1;
     key_end = key_end < 0 ? 0 : (key_end > k_len ? k_len : key_end);
   }
+  const index_t chunk = (key_end + partials.splits - 1) / partials.splits;
+  const index_t first_key = split * chunk;
+  const index_t last_key = first_key + chunk < key_end ? first_key + chunk : key_end;
 
-  float m = -std::numeric_limits<float>::infinity(), l = 0.0f, acc[DimsPerLane];
+  float m = minus_infinity, l = 0.0f, acc[DimsPerLane];
 #pragma unroll
   for (int t = 0; t < DimsPerLane; ++t) acc[t] = 0.0f;
-  for (index_t j = warp; j < key_end; j += attention_decode_warps) {
-    if (has_mask && a.key_mask(b, j) == 0) continue;  // warp-uniform
-    const float* key_row = &a.k(b, j, g, 0);
-    const float* value_row = &a.v(b, j, g, 0);
-    float partial = 0.0f;
+  for (index_t j0 = first_key + warp; j0 < last_key; j0 += W * U) {
+    float score[U];
+    bool visible[U];
 #pragma unroll
-    for (int t = 0; t < DimsPerLane; ++t) {
-      const int d = lane + 32 * t;
-      if (d < head_dim) partial = fmaf(query[t], key_row[d], partial);
+    for (int u = 0; u < U; ++u) {  // U independent partial dots …
+      const index_t j = j0 + u * W;
+      visible[u] = j < last_key && (!has_mask || a.key_mask(b, j) != 0);  // warp-uniform
+      float partial = 0.0f;
+      if (visible[u]) {
+        const float* key_row = &a.k(b, j, g, 0);
+#pragma unroll
+        for (int t = 0; t < DimsPerLane; ++t) {
+          const int d = lane + 32 * t;
+          if (d < head_dim) partial = fmaf(query[t], key_row[d], partial);
+        }
+      }
+      score[u] = partial;
     }
-    const float score = a.scale * warp_sum(partial);
-    const float m_new = fmaxf(m, score);
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1)  // … reduced side by side
+#pragma unroll
+      for (int u = 0; u < U; ++u) score[u] += __shfl_xor_sync(0xFFFFFFFFu, score[u], offset);
+    float step_max = minus_infinity;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      score[u] = visible[u] ? a.scale * score[u] : minus_infinity;
+      step_max = fmaxf(step_max, score[u]);
+    }
+    const float m_new = fmaxf(m, step_max);
+    if (m_new == minus_infinity) continue;  // nothing visible yet (warp-uniform)
     const float correction = expf(m - m_new);
-    const float p = expf(score - m_new);
-    l = l * correction + p;
+    float p[U];
+    l *= correction;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      p[u] = visible[u] ? expf(score[u] - m_new) : 0.0f;
+      l += p[u];
+    }
 #pragma unroll
     for (int t = 0; t < DimsPerLane; ++t) {
       const int d = lane + 32 * t;
-      acc[t] = acc[t] * correction + (d < head_dim ? p * value_row[d] : 0.0f);
+      float value = acc[t] * correction;
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (visible[u] && d < head_dim) value = fmaf(p[u], a.v(b, j0 + u * W, g, d), value);
+      acc[t] = value;
     }
     m = m_new;
   }
@@ -210,20 +259,48 @@ __global__ void __launch_bounds__(attention_decode_warps * 32) attention_decode(
   for (int t = 0; t < DimsPerLane; ++t) warp_acc[warp][lane + 32 * t] = acc[t];
   __syncthreads();
 
-  float total_m = -std::numeric_limits<float>::infinity();
-  for (int w = 0; w < attention_decode_warps; ++w) total_m = fmaxf(total_m, warp_m[w]);
-  float total_l = 0.0f;
-  if (total_m != -std::numeric_limits<float>::infinity())
-    for (int w = 0; w < attention_decode_warps; ++w)
-      if (warp_l[w] > 0.0f) total_l += warp_l[w] * expf(warp_m[w] - total_m);
+  float block_m = minus_infinity;
+  for (int w = 0; w < W; ++w) block_m = fmaxf(block_m, warp_m[w]);
+  float block_l = 0.0f;
+  if (block_m != minus_infinity)
+    for (int w = 0; w < W; ++w)
+      if (warp_l[w] > 0.0f) block_l += warp_l[w] * expf(warp_m[w] - block_m);
+  const index_t slot = (b * a.q.extent(2) + h) * partials.splits + split;  // (b, h, split)
+  if (partials.splits > 1 && tid == 0) {
+    partials.m[slot] = block_m;
+    partials.l[slot] = block_l;
+  }
   for (int d = tid; d < head_dim; d += blockDim.x) {
     float value = 0.0f;
-    if (total_l > 0.0f) {
-      for (int w = 0; w < attention_decode_warps; ++w)
-        if (warp_l[w] > 0.0f) value += warp_acc[w][d] * expf(warp_m[w] - total_m);
-      value /= total_l;
+    if (block_l > 0.0f)
+      for (int w = 0; w < W; ++w)
+        if (warp_l[w] > 0.0f) value += warp_acc[w][d] * expf(warp_m[w] - block_m);
+    if (partials.splits > 1) partials.acc[slot * head_dim + d] = value;
+    else a.out(b, i, h, d) = block_l > 0.0f ? value / block_l : 0.0f;
+  }
+}
+
+// grid: (Hq, B). Combines the splits of attention_decode in split order (deterministic).
+template <class Ignored = void>
+__global__ void attention_decode_merge(const attention_args a, const decode_partials partials) {
+  constexpr float minus_infinity = -std::numeric_limits<float>::infinity();
+  const index_t h = blockIdx.x, b = blockIdx.y;
+  const int head_dim = static_cast<int>(a.q.extent(3));
+  const index_t base = (b * a.q.extent(2) + h) * partials.splits;
+  float m = minus_infinity;
+  for (int s = 0; s < partials.splits; ++s) m = fmaxf(m, partials.m[base + s]);
+  float l = 0.0f;
+  if (m != minus_infinity)
+    for (int s = 0; s < partials.splits; ++s)
+      if (partials.l[base + s] > 0.0f) l += partials.l[base + s] * expf(partials.m[base + s] - m);
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float value = 0.0f;
+    if (l > 0.0f) {
+      for (int s = 0; s < partials.splits; ++s)
+        if (partials.l[base + s] > 0.0f) value += partials.acc[(base + s) * head_dim + d] * expf(partials.m[base + s] - m);
+      value /= l;
     }
-    a.out(b, i, h, d) = value;
+    a.out(b, 0, h, d) = value;
   }
 }
 

@@ -143,6 +143,7 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_segments(const gemm_args
   const int s = static_cast<int>(blockIdx.y);
   index_t begin, end;
   segment_rows(a, s, begin, end);
+  // The host launches this only when no segment window holds more than gemv_max_rows rows.
   const int n = static_cast<int>(end - begin);
   if (n <= 0 || feature >= a.out) return;  // warp-uniform
 
@@ -180,19 +181,19 @@ __global__ void __launch_bounds__(gemv_warps * 32) gemv_segments(const gemm_args
       }
     }
   } else {
-  // Lanes take consecutive elements: each pass reads 32 consecutive weights (coalesced).
-  for (index_t c = lane; c < a.k; c += 32) {
-    const float wv = widen(w_row[c]);
-    const float wu = Glu ? widen(w_up[c]) : 0.0f;
+    // Lanes take consecutive elements: each pass reads 32 consecutive weights (coalesced).
+    for (index_t c = lane; c < a.k; c += 32) {
+      const float wv = widen(w_row[c]);
+      const float wu = Glu ? widen(w_up[c]) : 0.0f;
 #pragma unroll
-    for (int r = 0; r < gemv_max_rows; ++r) {
-      if (r < n) {
-        const float xv = x_rows[r] != nullptr ? x_rows[r][c] : 0.0f;
-        acc[r] = fmaf(wv, xv, acc[r]);
-        if (Glu) acc_up[r] = fmaf(wu, xv, acc_up[r]);
+      for (int r = 0; r < gemv_max_rows; ++r) {
+        if (r < n) {
+          const float xv = x_rows[r] != nullptr ? x_rows[r][c] : 0.0f;
+          acc[r] = fmaf(wv, xv, acc[r]);
+          if (Glu) acc_up[r] = fmaf(wu, xv, acc_up[r]);
+        }
       }
     }
-  }
   }
 #pragma unroll
   for (int r = 0; r < gemv_max_rows; ++r) {

@@ -7,6 +7,7 @@
 // once, the kernels call it again per block.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "jetmoe/exec/cuda.cuh"
@@ -20,6 +21,7 @@ template <>
 struct attention_impl<exec::cuda> {
   // The CUDA backend's head-dimension limit (8 dims per lane).
   static constexpr index_t max_head_dim = 256;
+  static constexpr index_t decode_min_keys = 64;  // shortest key range worth its own block
 
   template <class KvHeadMap>
   static void run(const exec::cuda& policy, tensor_view<const float, 4> q, tensor_view<const float, 4> k,
@@ -67,11 +69,31 @@ struct attention_impl<exec::cuda> {
   static void launch(const exec::cuda& policy, const kernels::attention_args& a, KvHeadMap kv_head_of) {
     const index_t batch = a.q.extent(0), q_len = a.q.extent(1), q_heads = a.q.extent(2);
     if (q_len == 1) {
-      const dim3 grid(1, static_cast<unsigned int>(q_heads), static_cast<unsigned int>(batch));
+      // Enough splits for about two blocks per SM of an H100 (132), none shorter than 64 keys.
+      const index_t keys = a.k.extent(1), heads = batch * q_heads;
+      const index_t wanted = (264 + heads - 1) / heads, most = (keys + decode_min_keys - 1) / decode_min_keys;
+      const int splits = static_cast<int>(std::max<index_t>(1, std::min<index_t>({wanted, most, 256})));
+      kernels::decode_partials partials;
+      partials.splits = splits;
+      tensor<float, 1, exec::cuda> workspace;  // (B·Hq·splits·(D + 2)) partial m, l and outputs
+      if (splits > 1) {
+        const index_t slots = heads * splits;
+        workspace = tensor<float, 1, exec::cuda>(policy, make_dims(slots * (a.q.extent(3) + 2)));
+        partials.m = workspace.data();
+        partials.l = partials.m + slots;
+        partials.acc = partials.l + slots;
+      }
+      const dim3 grid(static_cast<unsigned int>(splits), static_cast<unsigned int>(q_heads),
+                      static_cast<unsigned int>(batch));
       kernels::attention_decode<DimsPerLane, KvHeadMap>
-          <<<grid, kernels::attention_decode_warps * 32, 0, policy.stream()>>>(a, kv_head_of);
+          <<<grid, kernels::attention_decode_warps * 32, 0, policy.stream()>>>(a, kv_head_of, partials);
       JETMOE_CUDA_CHECK_LAUNCH();
-      return;
+      if (splits > 1) {
+        const dim3 merge_grid(static_cast<unsigned int>(q_heads), static_cast<unsigned int>(batch));
+        kernels::attention_decode_merge<><<<merge_grid, 128, 0, policy.stream()>>>(a, partials);
+        JETMOE_CUDA_CHECK_LAUNCH();
+      }
+      return;  // `workspace` goes back to the pool, ordered after the merge on the stream
     }
     const index_t tiles = (q_len + kernels::attention_query_tile - 1) / kernels::attention_query_tile;
     check(tiles < (index_t{1} << 31), "ops::attention: ", q_len, " queries exceed the CUDA grid");
