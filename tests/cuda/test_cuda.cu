@@ -14,7 +14,8 @@
 //  * tensor-core paths (bf16/half weights, tensor_cores = true, more than 8 rows): activations
 //    are rounded to the weight type, a relative error of at most 2^-9 (bf16) or 2^-12 (half)
 //    per product, so |gpu − cpu| ≤ 2^-8·Σ|x·w| (bf16) or 2^-11·Σ|x·w| (half), plus the fp32 bound.
-//  * integer outputs (ids, plans, top-k indices): exact. Router gates: 1e-6 relative.
+//  * integer outputs (ids, plans, top-k indices): exact. Router gates, SiLU, GLU: 2e-6 relative
+//    (a few ulps of expf/logf/cosf against glibc, through a softmax or a normalisation).
 #include <catch2/catch.hpp>
 
 #pragma nv_diagnostic push
@@ -291,7 +292,7 @@ TEST_CASE("ops::rms_norm, softmax, silu, glu, add_inplace and copy on CUDA match
     auto dact = up(act);
     ops::silu(cpu, act.view());
     ops::silu(g, dact.view());
-    check_close(down(dact), act, 1e-6, 1e-7, nullptr, "silu");
+    check_close(down(dact), act, 2e-6, 1e-7, nullptr, "silu");
   }
   const auto h = random_tensor<float, 2>(rng, make_dims(9, 2 * 300), 8.0f);
   tensor<float, 2> u(make_dims(9, 300));
@@ -299,7 +300,7 @@ TEST_CASE("ops::rms_norm, softmax, silu, glu, add_inplace and copy on CUDA match
   const auto dh = up(h);
   tensor<float, 2, gpu_policy> du(g, make_dims(9, 300));
   ops::glu(g, dh.view(), du.view());
-  check_close(down(du), u, 1e-6, 1e-7, nullptr, "glu");
+  check_close(down(du), u, 2e-6, 1e-7, nullptr, "glu");
 
   auto a = random_tensor<float, 2>(rng, make_dims(33, 65));
   const auto b = random_tensor<float, 2>(rng, make_dims(33, 65));
@@ -476,7 +477,7 @@ void compare_router(const Router& cpu_router, const Router& gpu_router, const te
   tensor<float, 2, gpu_policy> dgates(gpu(), make_dims(tokens, slots));
   gpu_router.route(gpu(), dlogits.view(), k, dids.view(), dgates.view());
   check_equal(down(dids), ids, name + " ids");
-  check_close(down(dgates), gates, 1e-6, 1e-7, nullptr, name + " gates");
+  check_close(down(dgates), gates, 2e-6, 1e-7, nullptr, name + " gates");
 }
 }  // namespace
 
