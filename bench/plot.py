@@ -184,7 +184,9 @@ def layer_tables(records):
         if not tokens:
             continue
         out.append(f"**{SHAPE_TITLES[shape]}** — MoE layer: median time (± half the min–max spread), "
-                   "×dense = layer / dense-equivalent time, % floor = fraction of the hardware floor reached")
+                   "×dense = layer / its dense equivalent timed in the same iterations, % floor = fraction of the "
+                   "hardware floor reached. The dense column is the dense equivalent's own benchmark, run minutes "
+                   "apart: compare ×dense, not the two columns")
         out.append("")
         head = "| T | dense equivalent | " + " | ".join(DISTRIBUTIONS) + " |"
         out += [head, "|---:|---|" + "---|" * len(DISTRIBUTIONS)]
@@ -316,10 +318,12 @@ def plot_all(records, e2e_records, img_dir, title_suffix):
                 med = [p[1]["median"] * 1e3 for p in pts]
                 err = [[(p[1]["median"] - p[1]["min"]) * 1e3 for p in pts], [(p[1]["max"] - p[1]["median"]) * 1e3 for p in pts]]
                 ax.errorbar(t, med, yerr=err, fmt="o" + style, color=COLORS[d], capsize=3, label=f"{label}, {d}")
-        for kind, label, style in dense:
-            pts = series(records, kind, [shape], lambda r: r["seconds"]["median"] * 1e3)
+        # The dense equivalent as timed alongside the uniform-routing block (same iterations),
+        # so that the two lines share the machine's state of the moment.
+        for (kind, _, _), (_, label, style) in zip(blocks, dense):
+            pts = series(records, kind, [shape, "uniform"], lambda r: counter(r, "dense_ms"))
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "k" + style, marker="s", label=label)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "k" + style, marker="s", label=label + " (timed alongside)")
         floor_kind = blocks[0][0]
         pts = series(records, floor_kind, [shape, "uniform"], lambda r: counter(r, "floor_us"))
         if pts:
