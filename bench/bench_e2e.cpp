@@ -137,7 +137,7 @@ model_slot& jetmoe_8b_model() {
     remeasure_floors();  // before 17 GB of weights take the memory the copy test needs
     std::cerr << "bench_e2e: drawing random bf16 weights for the JetMoE-8B shape ...\n";
     const auto start = std::chrono::steady_clock::now();
-    s.model = std::make_unique<bf16_model>(c, jm::random_weights<bf16>(c, 2024, 0.02f, policy()), policy());
+    s.model = std::make_unique<bf16_model>(jm::random_init<bf16>(c, 2024, policy()));
     s.build_seconds = seconds_since(start);
     std::cerr << "bench_e2e: built in " << s.build_seconds << " s\n";
     return s;

@@ -249,4 +249,13 @@ class model {
   cache_type scratch_cache_;
 };
 
+// A model of any shape (the 8B one included: about 16 GiB as bf16) with random weights, for
+// benchmarks and experiments: random_weights(c, seed, stddev), so the same seed gives the same
+// model whatever the thread count.
+template <class W = float, class Router = routing::top_k_then_softmax>
+model<W, Router, exec::cpu> random_init(const config& c, std::uint64_t seed, const exec::cpu& policy = {},
+                                        float stddev = 0.02f, Router router = {}) {
+  return model<W, Router, exec::cpu>(c, random_weights<W>(c, seed, stddev, policy), policy, router);
+}
+
 }  // namespace jetmoe::models::jetmoe
