@@ -501,4 +501,14 @@ tensor<std::remove_cv_t<T>, Rank> to_host(const cuda& policy, tensor_view<T, Ran
   return out;
 }
 
+// A device view holding `host`'s elements, in `buffer` (anything with reserve(policy, count)
+// returning T*, like routing::growable_buffer): how generic code hands host inputs to ops.
+// exec/transfer.hpp's exec::cpu overload returns the host view itself.
+template <class T, std::size_t Rank, class Buffer>
+tensor_view<const T, Rank> staged(const cuda& policy, tensor_view<const T, Rank> host, Buffer& buffer) {
+  const tensor_view<T, Rank> device(buffer.reserve(policy, host.size()), host.extents());
+  copy_to_device<T, Rank>(policy, host, device);
+  return device;
+}
+
 }  // namespace jetmoe::exec

@@ -75,8 +75,7 @@ generation_result generate(Model& m, const std::vector<std::vector<std::int64_t>
 
   auto cache = m.make_cache(B, longest + options.max_new_tokens);
   sampler pick(options.sampling);
-  tensor<float, 2> last_hidden;                 // (B, H)
-  tensor<float, 2> logits(make_dims(B, V));     // (B, V)
+  tensor<float, 2> logits(make_dims(B, V));     // (B, V) host: the sampler reads it
   std::vector<std::uint8_t> finished(static_cast<std::size_t>(B), 0);
   std::vector<std::int64_t> step_ids(static_cast<std::size_t>(B));
   const std::vector<std::uint8_t> step_real(static_cast<std::size_t>(B), 1);
@@ -85,12 +84,8 @@ generation_result generate(Model& m, const std::vector<std::vector<std::int64_t>
   // any row is still going.
   auto advance = [&](const std::int64_t* batch_ids, const std::uint8_t* batch_real, index_t T) {
     const auto hidden = m.forward(make_view<const std::int64_t>(batch_ids, B, T),
-                                  make_view<const std::uint8_t>(batch_real, B, T), cache);  // (B·T, H)
-    const index_t H = hidden.extent(1);
-    if (last_hidden.extent(0) != B || last_hidden.extent(1) != H) last_hidden = tensor<float, 2>(make_dims(B, H));
-    for (index_t r = 0; r < B; ++r)
-      std::copy_n(&hidden((r + 1) * T - 1, 0), H, &last_hidden(r, 0));
-    m.logits(last_hidden.view(), logits.view());
+                                  make_view<const std::uint8_t>(batch_real, B, T), cache);  // (B·T, H) model's memory
+    m.last_position_logits(hidden, T, logits.view());
     bool any_running = false;
     for (index_t r = 0; r < B; ++r) {
       const auto row = static_cast<std::size_t>(r);

@@ -3,7 +3,8 @@
 // Stored (B, Hkv, capacity, D) so that one head's keys are contiguous for attention; the
 // attention op receives them as a strided (B, S, Hkv, D) view. A (B, capacity) mask marks which
 // positions hold real tokens (0 for left padding), so batched prompts of different lengths
-// share one cache.
+// share one cache. Keys and values live in the policy's memory; the mask is written on the
+// host and, for a device policy, mirrored to the device a window at a time.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 
 #include "jetmoe/core/error.hpp"
 #include "jetmoe/core/tensor.hpp"
+#include "jetmoe/exec/transfer.hpp"
 
 namespace jetmoe::generation {
 
@@ -19,8 +21,9 @@ class kv_cache {
  public:
   kv_cache() = default;
   kv_cache(const Policy& policy, int layers, index_t batch, index_t kv_heads, index_t capacity, index_t head_dim)
-      : capacity_(capacity), mask_(tensor<std::uint8_t, 2>::zeros(make_dims(batch, capacity))) {
+      : policy_(policy), capacity_(capacity), mask_(tensor<std::uint8_t, 2>::zeros(make_dims(batch, capacity))) {
     check(capacity > 0, "kv_cache: capacity must be positive");
+    if constexpr (!Policy::is_host) device_mask_ = tensor<std::uint8_t, 2, Policy>::zeros(policy, make_dims(batch, capacity));
     for (int l = 0; l < layers; ++l) {
       keys_.emplace_back(policy, make_dims(batch, kv_heads, capacity, head_dim));  // (B, Hkv, C, D)
       values_.emplace_back(policy, make_dims(batch, kv_heads, capacity, head_dim));
@@ -39,6 +42,12 @@ class kv_cache {
     check_shape(real, make_dims(batch(), count), "kv_cache::reserve_positions mask");
     for (index_t b = 0; b < batch(); ++b)
       for (index_t i = 0; i < count; ++i) mask_(b, length_ + i) = real(b, i);
+    if constexpr (!Policy::is_host) {
+      const tensor_view<const std::uint8_t, 2> host = mask_.view();
+      for (index_t b = 0; b < batch(); ++b)  // each row's new window is contiguous on both sides
+        copy_to_device(policy_, host.select(b).slice(0, length_, length_ + count),
+                       device_mask_.view().select(b).slice(0, length_, length_ + count));
+    }
   }
   // Marks the positions reserved above as written by every layer.
   void commit_positions(index_t count) { length_ += count; }
@@ -49,14 +58,18 @@ class kv_cache {
   // (B, S, Hkv, D) views of everything cached so far plus `count` reserved positions.
   tensor_view<const float, 4> keys(int layer, index_t count) { return window(keys_.at(layer), 0, length_ + count); }
   tensor_view<const float, 4> values(int layer, index_t count) { return window(values_.at(layer), 0, length_ + count); }
-  // (B, S) mask over the same positions.
+  // (B, S) mask over the same positions, where the policy's attention reads it.
   tensor_view<const std::uint8_t, 2> key_mask(index_t count) const {
-    return tensor_view<const std::uint8_t, 2>(mask_.view()).slice(1, 0, length_ + count);
+    if constexpr (Policy::is_host)
+      return tensor_view<const std::uint8_t, 2>(mask_.view()).slice(1, 0, length_ + count);
+    else
+      return tensor_view<const std::uint8_t, 2>(device_mask_.view()).slice(1, 0, length_ + count);
   }
 
   void clear() {
     length_ = 0;
     mask_ = tensor<std::uint8_t, 2>::zeros(mask_.extents());
+    if constexpr (!Policy::is_host) policy_.fill_zero(device_mask_.data(), device_mask_.bytes());
   }
 
  private:
@@ -64,11 +77,13 @@ class kv_cache {
     return store.view().slice(2, begin, end).transpose(1, 2);  // (B, Hkv, S, D) → (B, S, Hkv, D)
   }
 
+  Policy policy_{};
   index_t capacity_ = 0;
   index_t length_ = 0;
   std::vector<tensor<float, 4, Policy>> keys_;    // per layer (B, Hkv, C, D)
   std::vector<tensor<float, 4, Policy>> values_;  // per layer (B, Hkv, C, D)
   tensor<std::uint8_t, 2> mask_;                  // (B, C), host
+  tensor<std::uint8_t, 2, Policy> device_mask_;   // (B, C), a device policy's copy of mask_ (empty on the CPU)
 };
 
 }  // namespace jetmoe::generation

@@ -111,7 +111,7 @@ causal_lm_output causal_lm_forward(Model& m, const causal_lm_request& request) {
   out.trace.keep_router_logits = request.router_logits || want_loss;
   const tensor_view<const float, 2> hidden = m.forward(request.input_ids, real, &out.trace);  // (B·S, H)
   out.logits = tensor<float, 3>(make_dims(B, S, V));
-  m.logits(hidden, out.logits.view().reshape(make_dims(B * S, V)));
+  m.logits_to_host(hidden, out.logits.view().reshape(make_dims(B * S, V)));
 
   if (out.trace.keep_router_logits) out.aux_loss = aux_loss(out.trace, m.cfg().top_k, request.attention_mask);
   if (want_loss)

@@ -13,7 +13,9 @@
 //
 // The model is a template over the weight storage type W, the router (any routing::router,
 // JetMoE's top-k-then-softmax by default) and the execution policy: swap the router type and
-// every MoA and MoE block of the model follows.
+// every MoA and MoE block of the model follows. Inputs (ids, masks) and results (logits, the
+// trace) are host memory whatever the policy; weights, activations and the KV cache live where
+// the policy computes, and the model moves data across through exec's transfer calls.
 #pragma once
 
 #include <cmath>
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "jetmoe/core/tensor.hpp"
+#include "jetmoe/exec/transfer.hpp"
 #include "jetmoe/generation/kv_cache.hpp"
 #include "jetmoe/io/checkpoint.hpp"
 #include "jetmoe/models/jetmoe/config.hpp"
@@ -74,7 +77,8 @@ class model {
   using policy_type = Policy;
   using cache_type = generation::kv_cache<Policy>;
 
-  model(config cfg, weights<W> params, const Policy& policy = {}, Router router = {})
+  // `params` must already be where the policy computes (place_weights puts them there).
+  model(config cfg, weights<W, Policy> params, const Policy& policy = {}, Router router = {})
       : config_(std::move(cfg)), weights_(std::move(params)), policy_(policy) {
     config_.validate("jetmoe::model");
     check(static_cast<std::int64_t>(weights_.layers.size()) == config_.num_layers, "jetmoe::model: ",
@@ -85,17 +89,18 @@ class model {
     mlp_.top_k = config_.top_k;
   }
 
-  // Loads config.json and the weights (single file or sharded) from a Hugging Face model folder.
+  // Loads config.json and the weights (single file or sharded) from a Hugging Face model folder,
+  // then places them where the policy computes (a device policy: one upload).
   static model load(const std::filesystem::path& directory, const Policy& policy = {},
                     io::checkpoint_progress_callback on_progress = {}, Router router = {}) {
     config cfg = load_config(directory / "config.json");
     const io::checkpoint ckpt = io::checkpoint::open(directory, std::move(on_progress));
-    weights<W> params = load_weights<W>(ckpt, cfg);
+    weights<W, Policy> params = place_weights(policy, load_weights<W>(ckpt, cfg), cfg);
     return model(std::move(cfg), std::move(params), policy, router);
   }
 
   const config& cfg() const { return config_; }
-  const weights<W>& params() const { return weights_; }
+  const weights<W, Policy>& params() const { return weights_; }
   const Policy& policy() const { return policy_; }
   index_t vocab_size() const { return config_.vocab_size; }
   index_t context_length() const { return config_.max_position_embeddings; }
@@ -112,9 +117,10 @@ class model {
   }
 
   // Runs the decoder over T new tokens per row, appending their keys/values to `cache`, and
-  // returns the final-normed hidden states (B·T, H), valid until the next call.
-  //   input_ids: (B, T) int64, each in [0, V).
-  //   real:      (B, T) 1 = token, 0 = padding (never attended to); empty = all tokens.
+  // returns the final-normed hidden states (B·T, H) in the policy's memory, valid until the
+  // next call.
+  //   input_ids: (B, T) int64 host memory, each in [0, V).
+  //   real:      (B, T) host memory, 1 = token, 0 = padding (never attended to); empty = all tokens.
   // New tokens sit at positions cache.length() … cache.length() + T − 1.
   tensor_view<const float, 2> forward(tensor_view<const std::int64_t, 2> input_ids, tensor_view<const std::uint8_t, 2> real,
                                       cache_type& cache, forward_trace* trace = nullptr) {
@@ -141,7 +147,9 @@ class model {
     positions_.resize(static_cast<std::size_t>(N));
     for (index_t b = 0; b < B; ++b)
       for (index_t t = 0; t < T; ++t) positions_[static_cast<std::size_t>(b * T + t)] = past + t;
-    const auto positions = make_view<const std::int64_t>(positions_.data(), N);  // (B·T)
+    // Where the ops read them: the host views themselves on the CPU, device copies otherwise.
+    const auto positions = staged(policy_, make_view<const std::int64_t>(positions_.data(), N), device_positions_);  // (B·T)
+    const auto ids = staged(policy_, input_ids.reshape(make_dims(N)), device_ids_);  // (B·T)
 
     if (trace) trace->clear();
     const tensor_view<float, 2> x = x_.matrix(policy_, N, H);      // (B·T, H) the residual stream
@@ -151,7 +159,7 @@ class model {
     const tensor_view<float, 3> o = o_.cube(policy_, N, S, Dq);    // (B·T, S, Dq) attention output
     const tensor_view<float, 2> kv = kv_.matrix(policy_, N, 2 * Dq);  // (B·T, 2·Dq) keys then values
 
-    ops::embedding(policy_, weights_.embed_tokens.view(), input_ids.reshape(make_dims(N)), x);
+    ops::embedding(policy_, weights_.embed_tokens.view(), ids, x);
     if (trace && trace->keep_hidden_states) trace->hidden_states.push_back(snapshot(x));
 
     // Views of the same buffers in the shapes attention and RoPE want.
@@ -175,8 +183,9 @@ class model {
 
       // ---- mixture of attention heads ----
       ops::rms_norm(policy_, x, lw.input_norm.view(), layer_norm_eps, normed);
-      const tensor_view<float, 2> attention_logits = router_logits_slot(trace, trace ? &trace->attention_router_logits : nullptr, N, E);
+      const tensor_view<float, 2> attention_logits = router_logits_slot(trace, N, E);  // (B·T, E) or empty
       const auto& attention_plan = attention_.map(policy_, lw.moa(), normed, q, workspace_, attention_logits);
+      if (attention_logits.data()) trace->attention_router_logits.push_back(snapshot(attention_logits));
       if (trace && trace->keep_expert_counts) trace->attention_expert_counts.push_back(counts_of(attention_plan));
       ops::linear(policy_, normed, lw.kv_proj.view(), kv);
       ops::rope(policy_, q_heads, positions, theta);
@@ -190,8 +199,9 @@ class model {
 
       // ---- mixture of MLP experts ----
       ops::rms_norm(policy_, x, lw.post_attention_norm.view(), layer_norm_eps, normed);
-      const tensor_view<float, 2> mlp_logits = router_logits_slot(trace, trace ? &trace->mlp_router_logits : nullptr, N, E);
+      const tensor_view<float, 2> mlp_logits = router_logits_slot(trace, N, E);  // (B·T, E) or empty
       const auto& mlp_plan = mlp_.forward(policy_, lw.mlp(), normed, y, workspace_, mlp_logits);
+      if (mlp_logits.data()) trace->mlp_router_logits.push_back(snapshot(mlp_logits));
       if (trace && trace->keep_expert_counts) trace->mlp_expert_counts.push_back(counts_of(mlp_plan));
       ops::add_inplace(policy_, x, y);
 
@@ -212,50 +222,75 @@ class model {
     return forward(input_ids, real, scratch_cache_, trace);
   }
 
-  // logits (rows, V) = hidden (rows, H) · W_lmᵀ.
+  // logits (rows, V) = hidden (rows, H) · W_lmᵀ, all in the policy's memory.
   void logits(tensor_view<const float, 2> hidden, tensor_view<float, 2> out) const {
     ops::linear(policy_, hidden, weights_.output_embedding(), out);
   }
 
- private:
-  tensor<float, 2> snapshot(tensor_view<const float, 2> v) const {
-    tensor<float, 2> copy(v.extents());
-    ops::copy<Policy, 2>(policy_, v, copy.view());
-    return copy;
+  // The same into host memory: straight there on the CPU, through a policy buffer elsewhere.
+  //   hidden: (rows, H) policy memory, e.g. forward's result;  out: (rows, V) host.
+  void logits_to_host(tensor_view<const float, 2> hidden, tensor_view<float, 2> out) {
+    if constexpr (Policy::is_host) {
+      logits(hidden, out);
+    } else {
+      const tensor_view<float, 2> computed = logits_.matrix(policy_, out.extent(0), out.extent(1));  // (rows, V)
+      logits(hidden, computed);
+      copy_to_host(policy_, tensor_view<const float, 2>(computed), out);
+    }
   }
-  static tensor_view<float, 2> router_logits_slot(forward_trace* trace, std::vector<tensor<float, 2>>* list, index_t N,
-                                                  index_t E) {
+
+  // Logits of each row's last position, into host memory: what a generation step samples from.
+  //   hidden: (B·T, H) forward's result for (B, T) tokens;  out: (B, V) host.
+  void last_position_logits(tensor_view<const float, 2> hidden, index_t T, tensor_view<float, 2> out) {
+    const index_t B = out.extent(0), H = hidden.extent(1);
+    check(hidden.extent(0) == B * T, "jetmoe::model::last_position_logits: ", hidden.extent(0), " hidden rows for B = ",
+          B, " rows of T = ", T, " tokens");
+    if (T == 1) return logits_to_host(hidden, out);
+    const tensor_view<const float, 2> last = hidden.reshape(make_dims(B, T, H)).template select<1>(T - 1);  // (B, H) strided
+    const tensor_view<float, 2> gathered = last_rows_.matrix(policy_, B, H);                                // (B, H)
+    ops::copy<Policy, 2>(policy_, last, gathered);
+    logits_to_host(gathered, out);
+  }
+
+ private:
+  // A host copy of a (rows, cols) view in the policy's memory.
+  tensor<float, 2> snapshot(tensor_view<const float, 2> v) const { return to_host(policy_, v); }
+
+  // Where a router writes its logits when the trace keeps them: a policy buffer, copied to the
+  // trace right after the block. Empty when they are not kept (the block uses its workspace).
+  tensor_view<float, 2> router_logits_slot(const forward_trace* trace, index_t N, index_t E) {
     if (trace == nullptr || !trace->keep_router_logits) return {};
-    list->emplace_back(make_dims(N, E));
-    return list->back().view();
+    return router_logits_.matrix(policy_, N, E);
   }
   template <class Plan>
-  static std::vector<std::int32_t> counts_of(const Plan& plan) {
-    const auto counts = plan.counts();
-    std::vector<std::int32_t> out(static_cast<std::size_t>(counts.extent(0)));
-    for (index_t e = 0; e < counts.extent(0); ++e) out[static_cast<std::size_t>(e)] = counts(e);
-    return out;
+  std::vector<std::int32_t> counts_of(const Plan& plan) const {
+    const auto counts = to_host(policy_, plan.counts());  // (E)
+    return std::vector<std::int32_t>(counts.data(), counts.data() + counts.size());
   }
 
   config config_;
-  weights<W> weights_;
+  weights<W, Policy> weights_;
   Policy policy_;
   routing::mixture_of_attention<Router> attention_;
   routing::moe_mlp<Router> mlp_;
   routing::routing_workspace<Policy> workspace_;
   routing::growable_buffer<float, Policy> x_, normed_, y_, q_, o_, kv_, final_;
+  routing::growable_buffer<float, Policy> router_logits_, logits_, last_rows_;
+  routing::growable_buffer<std::int64_t, Policy> device_ids_, device_positions_;  // unused on the CPU
   std::vector<std::int64_t> positions_;
   std::vector<std::uint8_t> all_real_;
   cache_type scratch_cache_;
 };
 
 // A model of any shape (the 8B one included: about 16 GiB as bf16) with random weights, for
-// benchmarks and experiments: random_weights(c, seed, stddev), so the same seed gives the same
-// model whatever the thread count.
-template <class W = float, class Router = routing::top_k_then_softmax>
-model<W, Router, exec::cpu> random_init(const config& c, std::uint64_t seed, const exec::cpu& policy = {},
-                                        float stddev = 0.02f, Router router = {}) {
-  return model<W, Router, exec::cpu>(c, random_weights<W>(c, seed, stddev, policy), policy, router);
+// benchmarks and experiments: random_weights(c, seed, stddev) drawn on the host, then placed
+// where the policy computes. The same seed gives the same model whatever the thread count.
+template <class W = float, class Router = routing::top_k_then_softmax, exec::execution_policy Policy = exec::cpu>
+model<W, Router, Policy> random_init(const config& c, std::uint64_t seed, const Policy& policy = {},
+                                     float stddev = 0.02f, Router router = {}) {
+  exec::cpu host;
+  if constexpr (std::is_same_v<Policy, exec::cpu>) host = policy;  // its thread count
+  return model<W, Router, Policy>(c, place_weights(policy, random_weights<W>(c, seed, stddev, host), c), policy, router);
 }
 
 }  // namespace jetmoe::models::jetmoe

@@ -21,8 +21,10 @@ tensor<float, 2> classify(Model& m, tensor_view<const std::int64_t, 2> input_ids
   const index_t B = input_ids.extent(0), S = input_ids.extent(1), H = m.cfg().hidden_size;
   const index_t labels = score->extent(0);
 
-  const tensor_view<const float, 2> hidden = m.forward(input_ids);  // (B·S, H)
-  tensor<float, 2> pooled(make_dims(B, H));                         // (B, H)
+  using policy_type = typename Model::policy_type;
+  const policy_type& policy = m.policy();
+  const tensor_view<const float, 2> hidden = m.forward(input_ids);  // (B·S, H) model's memory
+  tensor<float, 2, policy_type> pooled(policy, make_dims(B, H));    // (B, H)
   for (index_t b = 0; b < B; ++b) {
     index_t last = S - 1;
     if (const auto pad = m.cfg().pad_token_id) {
@@ -30,11 +32,11 @@ tensor<float, 2> classify(Model& m, tensor_view<const std::int64_t, 2> input_ids
       for (index_t s = 0; s < S; ++s)
         if (input_ids(b, s) != *pad) last = s;
     }
-    for (index_t h = 0; h < H; ++h) pooled(b, h) = hidden(b * S + last, h);
+    ops::copy<policy_type, 2>(policy, hidden.slice(0, b * S + last, b * S + last + 1), pooled.view().slice(0, b, b + 1));
   }
-  tensor<float, 2> logits(make_dims(B, labels));  // (B, num_labels)
-  ops::linear(m.policy(), pooled.view(), score->view(), logits.view());
-  return logits;
+  tensor<float, 2, policy_type> logits(policy, make_dims(B, labels));  // (B, num_labels)
+  ops::linear(policy, tensor_view<const float, 2>(pooled.view()), score->view(), logits.view());
+  return to_host(policy, tensor_view<const float, 2>(logits.view()));
 }
 
 }  // namespace jetmoe::models::jetmoe

@@ -10,9 +10,11 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "jetmoe/core/tensor.hpp"
+#include "jetmoe/exec/transfer.hpp"
 #include "jetmoe/io/checkpoint.hpp"
 #include "jetmoe/models/jetmoe/config.hpp"
 #include "jetmoe/routing/mixture_of_attention.hpp"
@@ -20,19 +22,21 @@
 
 namespace jetmoe::models::jetmoe {
 
-template <class W>
+// Policy says where the tensors live: host memory (exec::cpu, what loading produces) or a
+// device's (place_weights copies them there once).
+template <class W, exec::execution_policy Policy = exec::cpu>
 struct layer_weights {
-  tensor<W, 1> input_norm;           // (H)
-  tensor<W, 2> attention_router;     // (E, H)
-  tensor<W, 3> attention_input;      // (E, Dq, H)   per-expert query projection
-  tensor<W, 3> attention_output;     // (E, H, Dq)   per-expert output projection
-  tensor<W, 1> attention_bias;       // (H)
-  tensor<W, 2> kv_proj;              // (2·Dq, H)    shared keys then values
-  tensor<W, 1> post_attention_norm;  // (H)
-  tensor<W, 2> mlp_router;           // (E, H)
-  tensor<W, 3> mlp_input;            // (E, 2I, H)
-  tensor<W, 3> mlp_output;           // (E, H, I)
-  tensor<W, 1> mlp_bias;             // (H)
+  tensor<W, 1, Policy> input_norm;           // (H)
+  tensor<W, 2, Policy> attention_router;     // (E, H)
+  tensor<W, 3, Policy> attention_input;      // (E, Dq, H)   per-expert query projection
+  tensor<W, 3, Policy> attention_output;     // (E, H, Dq)   per-expert output projection
+  tensor<W, 1, Policy> attention_bias;       // (H)
+  tensor<W, 2, Policy> kv_proj;              // (2·Dq, H)    shared keys then values
+  tensor<W, 1, Policy> post_attention_norm;  // (H)
+  tensor<W, 2, Policy> mlp_router;           // (E, H)
+  tensor<W, 3, Policy> mlp_input;            // (E, 2I, H)
+  tensor<W, 3, Policy> mlp_output;           // (E, H, I)
+  tensor<W, 1, Policy> mlp_bias;             // (H)
 
   routing::moa_weights<W> moa() const {
     return {attention_router.view(), attention_input.view(), attention_output.view(), attention_bias.view()};
@@ -42,13 +46,14 @@ struct layer_weights {
   }
 };
 
-template <class W>
+template <class W, exec::execution_policy Policy = exec::cpu>
 struct weights {
-  tensor<W, 2> embed_tokens;              // (V, H)
-  std::vector<layer_weights<W>> layers;   // L
-  tensor<W, 1> final_norm;                // (H)
-  std::optional<tensor<W, 2>> lm_head;    // (V, H), only when embeddings are not tied
-  std::optional<tensor<W, 2>> score;      // (num_labels, H), sequence-classification head
+  using policy_type = Policy;
+  tensor<W, 2, Policy> embed_tokens;                  // (V, H)
+  std::vector<layer_weights<W, Policy>> layers;       // L
+  tensor<W, 1, Policy> final_norm;                    // (H)
+  std::optional<tensor<W, 2, Policy>> lm_head;        // (V, H), only when embeddings are not tied
+  std::optional<tensor<W, 2, Policy>> score;          // (num_labels, H), sequence-classification head
 
   // Whether next-token logits can be computed: tied embeddings, or an lm_head.
   bool tied = true;
@@ -71,7 +76,8 @@ struct weights {
   }
 };
 
-// Shapes every tensor must have, from the config: one place, used by loading and random_init.
+// Shapes every tensor must have, from the config: one place, used by loading, random
+// weights and placement.
 struct weight_shapes {
   index_t V, H, E, Dq, I;
   explicit weight_shapes(const config& c)
@@ -81,15 +87,16 @@ struct weight_shapes {
 namespace detail {
 inline std::string layer_prefix(std::int64_t l) { return "model.layers." + std::to_string(l) + "."; }
 
-// Visits every (tensor, checkpoint name, shape) of the model, so loading and random init share
-// one list of names and shapes.
-template <class W, class Visit>
-void for_each_weight(weights<W>& w, const config& c, Visit&& visit) {
+// Visits every (tensor, checkpoint name, shape) of the model in a fixed order, so loading,
+// random weights and placement share one list of names and shapes. On non-const weights it
+// first makes room for the config's layers.
+template <class Weights, class Visit>
+void for_each_weight(Weights& w, const config& c, Visit&& visit) {
   const weight_shapes s(c);
+  if constexpr (!std::is_const_v<Weights>) w.layers.resize(static_cast<std::size_t>(c.num_layers));
   visit(w.embed_tokens, "model.embed_tokens.weight", make_dims(s.V, s.H));
-  w.layers.resize(static_cast<std::size_t>(c.num_layers));
   for (std::int64_t l = 0; l < c.num_layers; ++l) {
-    auto& lw = w.layers[static_cast<std::size_t>(l)];
+    auto& lw = w.layers.at(static_cast<std::size_t>(l));
     const std::string p = layer_prefix(l);
     visit(lw.input_norm, p + "input_layernorm.weight", make_dims(s.H));
     visit(lw.attention_router, p + "self_attention.experts.router.layer.weight", make_dims(s.E, s.H));
@@ -177,6 +184,41 @@ weights<W> random_weights(const config& c, std::uint64_t seed, float stddev = 0.
     w.lm_head = w.embed_tokens.clone();
   }
   return w;
+}
+
+// The weights where `policy` computes. For exec::cpu they already are: returned as they are.
+template <class W>
+weights<W> place_weights(const exec::cpu&, weights<W> host, const config&) {
+  return host;
+}
+
+// For a device policy: every tensor copied once into the policy's memory, in the order
+// for_each_weight visits them. Unqualified transfer calls find the policy's own (exec/cuda.cuh).
+template <class W, exec::execution_policy Policy>
+  requires(!Policy::is_host)
+weights<W, Policy> place_weights(const Policy& policy, const weights<W>& host, const config& c) {
+  std::vector<const W*> sources;  // host data of each tensor, in visiting order
+  detail::for_each_weight(host, c, [&](const auto& t, const std::string&, const auto&) { sources.push_back(t.data()); });
+  weights<W, Policy> out;
+  out.tied = host.tied;
+  std::size_t next = 0;
+  auto upload = [&](const auto& source) {
+    using host_tensor = std::remove_cvref_t<decltype(source)>;
+    constexpr std::size_t rank = host_tensor::rank;
+    tensor<W, rank, Policy> placed(policy, source.extents());
+    copy_to_device(policy, source.view(), placed.view());
+    return placed;
+  };
+  detail::for_each_weight(out, c, [&](auto& target, const std::string& name, const auto& shape) {
+    const W* data = sources.at(next++);
+    const tensor_view<const W, std::remove_cvref_t<decltype(target)>::rank> source(data, shape);
+    check(source.size() == 0 || data != nullptr, "place_weights: ", name, " is missing from the host weights");
+    target = std::remove_cvref_t<decltype(target)>(policy, shape);
+    copy_to_device(policy, source, target.view());
+  });
+  if (host.lm_head) out.lm_head = upload(*host.lm_head);
+  if (host.score) out.score = upload(*host.score);
+  return out;
 }
 
 }  // namespace jetmoe::models::jetmoe
