@@ -81,11 +81,12 @@ int run(const options& opt) {
   jetmoe::check(S <= cfg.max_position_embeddings, opt.input, ": sequences of ", S,
                 " tokens exceed the model's context of ", cfg.max_position_embeddings, " positions");
 
-  const jetmoe::exec::cpu policy{.threads = opt.threads};
   const auto storage = *jetmoe::tools::parse_weight_storage(opt.dtype);
+  return jetmoe::tools::with_policy(opt.device, opt.threads, [&](const auto& policy) {
   return jetmoe::tools::with_model(opt.model_dir, storage, policy, true, [&](auto& model, const jetmoe::tools::load_report& loaded) {
-    std::fprintf(stderr, "loaded %s: %s parameters, %s weights, in %.2f s\n", opt.model_dir.c_str(),
-                 jetmoe::tools::format_count(loaded.parameters).c_str(), loaded.storage, loaded.seconds);
+    std::fprintf(stderr, "loaded %s: %s parameters, %s weights, in %.2f s; %s\n", opt.model_dir.c_str(),
+                 jetmoe::tools::format_count(loaded.parameters).c_str(), loaded.storage, loaded.seconds,
+                 jetmoe::tools::describe(policy).c_str());
 
     jm::causal_lm_request request;
     request.input_ids = in.input_ids.view();
@@ -126,6 +127,7 @@ int run(const options& opt) {
                  result.loss ? ", loss, aux_loss" : "");
     return 0;
   });
+  });
 }
 
 }  // namespace
@@ -148,7 +150,7 @@ int main(int argc, char** argv) {
       .flag("--labels", "also compute loss and aux_loss (labels from IN, or input_ids)", opt.labels)
       .text("--dtype", "TYPE", "weight storage: float, bf16, or auto = as the checkpoint (default: float)", opt.dtype)
       .number("-t, --threads", "N", "CPU threads (default: all cores, " + std::to_string(opt.threads) + ")", opt.threads)
-      .text("--device", "DEV", "cpu or cuda (default: cpu; cuda comes with the GPU execution policy)", opt.device);
+      .text("--device", "DEV", "cpu or cuda (default: cpu; cuda where the tools were built with the cuda preset)", opt.device);
 
   int exit_code = 0;
   if (!cli.parse(argc, argv, exit_code)) return exit_code;

@@ -132,13 +132,13 @@ int run(const options& opt) {
   const std::uint64_t seed = opt.seed.value_or(random_seed());
   std::fprintf(stderr, "seed: %llu\n", static_cast<unsigned long long>(seed));
 
-  const jetmoe::exec::cpu policy{.threads = opt.threads};
   const auto storage = *jetmoe::tools::parse_weight_storage(opt.dtype);
+  return jetmoe::tools::with_policy(opt.device, opt.threads, [&](const auto& policy) {
   return jetmoe::tools::with_model(model_dir, storage, policy, true, [&](auto& model, const jetmoe::tools::load_report& loaded) {
-    std::fprintf(stderr, "loaded %s: %s parameters, %s weights (%s checkpoint) in %s; threads: %d\n",
+    std::fprintf(stderr, "loaded %s: %s parameters, %s weights (%s checkpoint) in %s; %s\n",
                  model_dir.string().c_str(), jetmoe::tools::format_count(loaded.parameters).c_str(), loaded.storage,
                  jetmoe::tools::format_bytes(loaded.checkpoint_bytes).c_str(), format_seconds(loaded.seconds).c_str(),
-                 opt.threads);
+                 jetmoe::tools::describe(policy).c_str());
     request.sampling = {.temperature = opt.temperature, .top_k = opt.top_k, .top_p = opt.top_p, .seed = seed};
     if (!opt.no_stop) request.eos_token_id = model.cfg().eos_token_id;
     request.pad_token_id = model.cfg().pad_token_id.value_or(0);  // masked out; any valid id will do
@@ -169,6 +169,7 @@ int run(const options& opt) {
     print_rate("generation:", result.generated_tokens - rows_started, result.decode_seconds);
     return 0;
   });
+  });
 }
 
 }  // namespace
@@ -194,7 +195,7 @@ int main(int argc, char** argv) {
       .number("-t, --threads", "N", "CPU threads (default: all cores, " + std::to_string(opt.threads) + ")", opt.threads)
       .text("--dtype", "TYPE",
             "weight storage: float, bf16, or auto = bf16 for bf16 checkpoints, float otherwise (default: auto)", opt.dtype)
-      .text("--device", "DEV", "cpu or cuda (default: cpu; cuda comes with the GPU execution policy)", opt.device)
+      .text("--device", "DEV", "cpu or cuda (default: cpu; cuda where the tools were built with the cuda preset)", opt.device)
       .flag("--no-stop", "keep generating after the end-of-sequence token", opt.no_stop);
 
   int exit_code = 0;

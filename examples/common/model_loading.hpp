@@ -1,6 +1,6 @@
 // examples/common/model_loading.hpp — what both tools do before running a model: find the model
-// directory, choose the weight storage type, load with a progress bar, refuse devices this
-// build does not have.
+// directory, choose the weight storage type, load with a progress bar and place the weights
+// where the policy computes (common/devices.hpp picks the policy).
 #pragma once
 
 #include <chrono>
@@ -15,6 +15,7 @@
 
 #include <jetmoe/models/jetmoe.hpp>
 
+#include "common/devices.hpp"
 #include "common/progress.hpp"
 
 namespace jetmoe::tools {
@@ -70,14 +71,6 @@ inline std::optional<weight_storage> parse_weight_storage(std::string_view name)
   return std::nullopt;
 }
 
-// Returns an empty string when `device` can run in this build, else the message to print.
-inline std::string unsupported_device(std::string_view device) {
-  if (device == "cpu") return {};
-  if (device == "cuda")
-    return "--device cuda is not available in this build; it arrives with the GPU execution policy";
-  return "unknown device '" + std::string(device) + "' (choose cpu or cuda)";
-}
-
 // ---- loading --------------------------------------------------------------------------------
 
 struct load_report {
@@ -88,11 +81,11 @@ struct load_report {
 };
 
 // Loads the model in `dir` with weights stored as float or bf16 and calls body(model, report)
-// with a models::jetmoe::model<W>. `automatic` keeps bf16 checkpoints in bf16 (exact, half the
-// memory) and stores everything else (F32, F16) as float, so no weight is rounded. Returns what
-// body returns.
-template <class Body>
-auto with_model(const fs::path& dir, weight_storage storage, const exec::cpu& policy, bool show_progress, Body&& body) {
+// with a models::jetmoe::model<W, default router, Policy>. `automatic` keeps bf16 checkpoints in
+// bf16 (exact, half the memory) and stores everything else (F32, F16) as float, so no weight is
+// rounded. Returns what body returns.
+template <class Policy, class Body>
+auto with_model(const fs::path& dir, weight_storage storage, const Policy& policy, bool show_progress, Body&& body) {
   namespace jm = models::jetmoe;
   using clock = std::chrono::steady_clock;
   check_model_directory(dir);
@@ -115,7 +108,8 @@ auto with_model(const fs::path& dir, weight_storage storage, const exec::cpu& po
     report.parameters = params.parameter_count();
     report.storage = name_of(dtype_of<W>()).data();
     ckpt.reset();  // the weights are copies: unmap the files before running
-    jm::model<W> model(std::move(cfg), std::move(params), policy);
+    jm::weights<W, Policy> placed = jm::place_weights(policy, std::move(params), cfg);  // a GPU: one upload
+    jm::model<W, routing::top_k_then_softmax, Policy> model(std::move(cfg), std::move(placed), policy);
     report.seconds = std::chrono::duration<double>(clock::now() - start).count();
     return body(model, report);
   };

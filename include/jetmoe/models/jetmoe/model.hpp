@@ -178,7 +178,7 @@ class model {
     const float theta = static_cast<float>(config_.rope_theta);
 
     for (index_t l = 0; l < config_.num_layers; ++l) {
-      const layer_weights<W>& lw = weights_.layers[static_cast<std::size_t>(l)];
+      const layer_weights<W, Policy>& lw = weights_.layers[static_cast<std::size_t>(l)];
       const int layer = static_cast<int>(l);
 
       // ---- mixture of attention heads ----
