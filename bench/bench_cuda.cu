@@ -12,6 +12,12 @@
 //   moe_layer                routing::moe_mlp::forward (router GEMM, plan with its host read,
 //                            experts, combine)
 //   moa_map, moa_reduce      routing::mixture_of_attention's two halves
+//   generate/8b/B:b/P:p      the whole random-weight JetMoE-8B-shape model (bf16 weights) on the
+//                            GPU through generation::generate: a prefill of b×p tokens, then
+//                            128 greedy decode steps; host-clock times (generate returns after
+//                            the logits reach the host). Counters prefill_tok_s, decode_tok_s and
+//                            their floor fractions (bench/model_cost.hpp's bytes and FLOPs over
+//                            the floors below). B:1/P:2048 carries the issue's two model targets.
 //
 // Counters: tokens; floor_us = max(weight bytes / read bandwidth, FLOPs / GEMM rate) for the
 // call; floor_frac = floor_us / measured time (1 = at the hardware floor).
@@ -26,9 +32,13 @@
 #pragma nv_diagnostic push
 #pragma nv_diag_suppress 20012
 #include <jetmoe/cuda.cuh>
+#include <jetmoe/models/jetmoe.hpp>
 #pragma nv_diagnostic pop
 
+#include "model_cost.hpp"
+
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <iostream>
@@ -316,6 +326,54 @@ void bm_floor_gemm(benchmark::State& state) {
   state.counters["TFLOPs"] = measured_floors().gemm_flops_per_s / 1e12;
 }
 
+// ---- the whole model -------------------------------------------------------------------------------------
+using gpu_8b_model = models::jetmoe::model<bf16, routing::top_k_then_softmax, gpu_policy>;
+
+// Built on first use: random bf16 weights drawn on the host (all cores), uploaded once (~17 GB).
+gpu_8b_model& model_8b() {
+  static gpu_8b_model m = [] {
+    const auto start = std::chrono::steady_clock::now();
+    std::cerr << "bench_cuda: drawing and uploading random bf16 weights of the JetMoE-8B shape ...\n";
+    auto made = models::jetmoe::random_init<bf16>(jetmoe_bench::jetmoe_8b_config(), 2024, gpu());
+    std::cerr << "bench_cuda: model ready in "
+              << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s\n";
+    return made;
+  }();
+  return m;
+}
+
+void bm_generate_8b(benchmark::State& state) {
+  const index_t batch = state.range(0), prompt = state.range(1), new_tokens = 129;
+  gpu_8b_model& m = model_8b();
+  const auto prompts = jetmoe_bench::random_prompts(batch, prompt, m.vocab_size());
+  generation::generation_options options;
+  options.max_new_tokens = new_tokens;  // greedy, no EOS: every row runs the full length
+  (void)generation::generate(m, prompts, {.max_new_tokens = 2});  // warm-up: pool, cuBLAS, kernels
+  double prefill_s = 0.0, decode_s = 0.0, prompt_tokens = 0.0, decode_tokens = 0.0;
+  for (auto _ : state) {
+    const auto result = generation::generate(m, prompts, options);
+    state.SetIterationTime(result.prefill_seconds + result.decode_seconds);
+    prefill_s += result.prefill_seconds;
+    decode_s += result.decode_seconds;
+    prompt_tokens += static_cast<double>(result.prompt_tokens);
+    decode_tokens += static_cast<double>(result.generated_tokens - batch);  // the first came from the prefill
+  }
+  const double iterations = static_cast<double>(state.iterations()), steps = static_cast<double>(new_tokens - 1);
+  const double b = static_cast<double>(batch), p = static_cast<double>(prompt);
+  const jetmoe_bench::model_cost cost(m.cfg());
+  const floors& f = measured_floors();
+  auto floor_of = [&](double bytes, double flops) { return std::max(bytes / f.read_bytes_per_s, flops / f.gemm_flops_per_s); };
+  const double prefill_floor = floor_of(2.0 * cost.total_params(), cost.prefill_flops(b, p));
+  const double decode_floor = floor_of(cost.decode_bytes(b, p + steps / 2.0), cost.decode_flops(b, p + steps / 2.0));
+  const double step_s = decode_s / iterations / steps;
+  state.counters["prefill_tok_s"] = prompt_tokens / prefill_s;
+  state.counters["decode_tok_s"] = decode_tokens / decode_s;
+  state.counters["prefill_ms"] = 1e3 * prefill_s / iterations;
+  state.counters["decode_step_ms"] = 1e3 * step_s;
+  state.counters["prefill_floor_frac"] = prefill_floor / (prefill_s / iterations);
+  state.counters["decode_floor_frac"] = decode_floor / step_s;
+}
+
 std::vector<index_t> token_list() {
   std::vector<index_t> list = {1, 16, 256, 2048, 16384};
   if (const char* env = std::getenv("JETMOE_BENCH_TOKENS")) {
@@ -340,6 +398,13 @@ void register_all() {
     auto* b = benchmark::RegisterBenchmark(name, fn)->UseManualTime()->Unit(benchmark::kMicrosecond)->ArgName("T");
     for (const index_t t : token_list()) b->Arg(t);
   }
+  benchmark::RegisterBenchmark("generate/8b", bm_generate_8b)
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond)
+      ->ArgNames({"B", "P"})
+      ->Args({1, 2048})
+      ->Args({8, 128})
+      ->Iterations(3);
 }
 
 }  // namespace
