@@ -16,12 +16,7 @@
 //    per product, so |gpu − cpu| ≤ 2^-8·Σ|x·w| (bf16) or 2^-11·Σ|x·w| (half), plus the fp32 bound.
 //  * integer outputs (ids, plans, top-k indices): exact. Router gates, SiLU, GLU: 2e-6 relative
 //    (a few ulps of expf/logf/cosf against glibc, through a softmax or a normalisation).
-#include <catch2/catch.hpp>
-
-#pragma nv_diagnostic push
-#pragma nv_diag_suppress 20012
-#include <jetmoe/cuda.cuh>
-#pragma nv_diagnostic pop
+#include "cuda/cuda_test_support.cuh"
 
 #include <cmath>
 #include <cstdint>
@@ -38,19 +33,7 @@ namespace routing = jetmoe::routing;
 using gpu_policy = exec::cuda;
 using jhalf = jetmoe::half;  // `half` alone is ambiguous with CUDA's global typedef
 
-#define SKIP_WITHOUT_GPU()                      \
-  do {                                          \
-    if (!exec::cuda::device_available()) {      \
-      WARN("no CUDA device: skipped");          \
-      return;                                   \
-    }                                           \
-  } while (false)
-
-// One context for the whole binary: tests share its stream and pool, as a program would.
-const gpu_policy& gpu() {
-  static const gpu_policy policy = gpu_policy::create();
-  return policy;
-}
+using jetmoe_cuda_test::gpu;
 gpu_policy gpu_with_tensor_cores(bool on) {
   gpu_policy p = gpu();
   p.tensor_cores = on;

@@ -11,14 +11,7 @@
 //    widened, like the CPU backend): exact greedy tokens, as on the CPU. With tensor cores the
 //    activations are rounded to bf16 first, which is what transformers' bf16 model computes too,
 //    but the rounding points differ, so only the validation cross-entropy is compared (1e-2).
-#include <catch2/catch.hpp>
-
-#pragma nv_diagnostic push
-#pragma nv_diag_suppress 20012
-#include <jetmoe/cuda.cuh>
-#include <jetmoe/models/jetmoe.hpp>
-#pragma nv_diagnostic pop
-
+#include "cuda/cuda_test_support.cuh"
 #include "model/reference_data.hpp"
 
 #include <cmath>
@@ -34,28 +27,9 @@ using gpu_policy = jetmoe::exec::cuda;
 template <class W>
 using gpu_model = jm::model<W, jetmoe::routing::top_k_then_softmax, gpu_policy>;
 
-#define SKIP_WITHOUT_GPU()                           \
-  do {                                               \
-    if (!gpu_policy::device_available()) {           \
-      WARN("no CUDA device: skipped");               \
-      return;                                        \
-    }                                                \
-  } while (false)
-
-const gpu_policy& gpu() {
-  static const gpu_policy policy = gpu_policy::create();
-  return policy;
-}
-
-constexpr double fp32_tolerance = 1e-4;
-
-template <class A, class B>
-void require_close(const A& got, const B& want, const std::string& what) {
-  const double diff = jetmoe_test::max_abs_diff(got, want);
-  const double scale = std::max(1.0, jetmoe_test::max_abs(want));
-  INFO(what << ": max |diff| = " << diff << ", scale " << scale);
-  CHECK(diff <= fp32_tolerance * scale);
-}
+using jetmoe_cuda_test::gpu;
+using jetmoe_test::fp32_tolerance;
+using jetmoe_test::require_close;
 
 std::vector<std::int64_t> greedy(auto& model, const std::vector<std::int64_t>& prompt, index_t new_tokens) {
   jetmoe::generation::generation_options options;

@@ -31,4 +31,17 @@ double max_abs(const A& a) {
   return worst;
 }
 
+// The fp32 parity bound against transformers (fp32 weights and compute on both sides): the two
+// sum in different orders, a few ulps per dot product, which through a few layers with norms
+// stays far below 1e-4 of the values' scale. CHECKs |got − want| ≤ 1e-4 · max(1, |want|max).
+inline constexpr double fp32_tolerance = 1e-4;
+
+template <class A, class B>
+void require_close(const A& got, const B& want, const std::string& what) {
+  const double diff = max_abs_diff(got, want);
+  const double scale = std::max(1.0, max_abs(want));
+  INFO(what << ": max |diff| = " << diff << ", scale " << scale);
+  CHECK(diff <= fp32_tolerance * scale);
+}
+
 }  // namespace jetmoe_test

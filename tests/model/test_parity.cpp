@@ -15,7 +15,8 @@ using jetmoe::index_t;
 
 namespace {
 
-constexpr double fp32_tolerance = 1e-4;
+using jetmoe_test::fp32_tolerance;
+using jetmoe_test::require_close;
 
 struct fixture {
   jetmoe::io::safetensors_file ref;
@@ -27,13 +28,6 @@ fixture open_fixture(const std::string& name) {
           jm::model<float>::load(jetmoe_test::data_dir(name))};
 }
 
-template <class A, class B>
-void require_close(const A& got, const B& want, const std::string& what) {
-  const double diff = jetmoe_test::max_abs_diff(got, want);
-  const double scale = std::max(1.0, jetmoe_test::max_abs(want));
-  INFO(what << ": max |diff| = " << diff << ", scale " << scale);
-  CHECK(diff <= fp32_tolerance * scale);
-}
 
 }  // namespace
 

@@ -31,7 +31,8 @@ using jetmoe::index_t;
 
 namespace {
 
-constexpr double fp32_tolerance = 1e-4;
+using jetmoe_test::fp32_tolerance;
+using jetmoe_test::require_close;
 
 // A scratch directory, removed at the end of the test.
 struct scratch_dir {
@@ -87,13 +88,6 @@ std::size_t line_count(const std::string& text) {
   return lines;
 }
 
-template <class A, class B>
-void require_close(const A& got, const B& want, const std::string& what) {
-  const double diff = jetmoe_test::max_abs_diff(got, want);
-  const double scale = std::max(1.0, jetmoe_test::max_abs(want));
-  INFO(what << ": max |diff| = " << diff << ", scale " << scale);
-  CHECK(diff <= fp32_tolerance * scale);
-}
 
 // Exit code 2 and stderr exactly one line "<tool>: …fragment…": checks that need no model run
 // before anything is printed, so no other line comes first, and nothing like a trace follows.

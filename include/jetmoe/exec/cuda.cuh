@@ -41,6 +41,7 @@
 #include "jetmoe/core/tensor.hpp"
 #include "jetmoe/core/view.hpp"
 #include "jetmoe/exec/policy.hpp"
+#include "jetmoe/exec/transfer.hpp"
 #include "jetmoe/kernels/common.cuh"
 #include "jetmoe/kernels/copy.cuh"
 
@@ -483,23 +484,7 @@ void copy_to_host(const cuda& policy, tensor_view<const T, Rank> device, tensor_
   }
 }
 
-// A new contiguous device tensor holding the host view's elements.
-template <class T, std::size_t Rank>
-tensor<std::remove_cv_t<T>, Rank, cuda> to_device(const cuda& policy, tensor_view<T, Rank> host) {
-  using V = std::remove_cv_t<T>;
-  tensor<V, Rank, cuda> out(policy, host.extents());
-  copy_to_device<V, Rank>(policy, tensor_view<const V, Rank>(host), out.view());
-  return out;
-}
-
-// A new host tensor holding the device view's elements. Synchronises the stream.
-template <class T, std::size_t Rank>
-tensor<std::remove_cv_t<T>, Rank> to_host(const cuda& policy, tensor_view<T, Rank> device) {
-  using V = std::remove_cv_t<T>;
-  tensor<V, Rank> out(device.extents());
-  copy_to_host<V, Rank>(policy, tensor_view<const V, Rank>(device), out.view());
-  return out;
-}
+// to_device / to_host for this policy: exec/transfer.hpp's, over the two copies above.
 
 // A device view holding `host`'s elements, in `buffer` (anything with reserve(policy, count)
 // returning T*, like routing::growable_buffer): how generic code hands host inputs to ops.

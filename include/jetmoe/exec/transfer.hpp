@@ -5,8 +5,9 @@
 //   copy_to_device(policy, host_view, policy_view)   host → policy memory
 //   copy_to_host(policy, policy_view, host_view)     policy memory → host (waits for the work)
 //   to_device(policy, host_view) / to_host(policy, policy_view)   the same into new tensors
-// exec/cuda.cuh defines them for exec::cuda. For exec::cpu both sides are host memory, so
-// they are element copies that honour strides, and `staged` hands back the host view itself.
+// exec/cuda.cuh defines copy_to_device, copy_to_host and staged for exec::cuda; to_device and
+// to_host below serve every policy. For exec::cpu both sides are host memory, so the copies
+// are element copies that honour strides, and `staged` hands back the host view itself.
 #pragma once
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include "jetmoe/core/tensor.hpp"
 #include "jetmoe/core/view.hpp"
 #include "jetmoe/exec/cpu.hpp"
+#include "jetmoe/exec/policy.hpp"
 
 namespace jetmoe::exec {
 
@@ -57,19 +59,22 @@ void copy_to_host(const cpu&, tensor_view<const T, Rank> device, tensor_view<T, 
   transfer_detail::host_copy(device, host, "exec::copy_to_host");
 }
 
-template <class T, std::size_t Rank>
-tensor<std::remove_cv_t<T>, Rank> to_device(const cpu& policy, tensor_view<T, Rank> host) {
+// For every policy: a new contiguous tensor in the policy's memory holding the host view's
+// elements, and a new host tensor holding a policy view's elements (for a device policy it waits
+// for the work queued before it). They call the policy's copy_to_device / copy_to_host.
+template <execution_policy Policy, class T, std::size_t Rank>
+tensor<std::remove_cv_t<T>, Rank, Policy> to_device(const Policy& policy, tensor_view<T, Rank> host) {
   using V = std::remove_cv_t<T>;
-  tensor<V, Rank> out(policy, host.extents());
-  copy_to_device<V, Rank>(policy, tensor_view<const V, Rank>(host), out.view());
+  tensor<V, Rank, Policy> out(policy, host.extents());
+  copy_to_device(policy, tensor_view<const V, Rank>(host), out.view());
   return out;
 }
 
-template <class T, std::size_t Rank>
-tensor<std::remove_cv_t<T>, Rank> to_host(const cpu& policy, tensor_view<T, Rank> device) {
+template <execution_policy Policy, class T, std::size_t Rank>
+tensor<std::remove_cv_t<T>, Rank> to_host(const Policy& policy, tensor_view<T, Rank> device) {
   using V = std::remove_cv_t<T>;
   tensor<V, Rank> out(device.extents());
-  copy_to_host<V, Rank>(policy, tensor_view<const V, Rank>(device), out.view());
+  copy_to_host(policy, tensor_view<const V, Rank>(device), out.view());
   return out;
 }
 
