@@ -9,6 +9,7 @@
 #include <cstring>
 #include <new>
 #include <thread>
+#include <utility>
 
 #include "jetmoe/core/error.hpp"
 
@@ -38,22 +39,40 @@ struct cpu {
     if (bytes) std::memcpy(dst, src, bytes);
   }
 
-  // Eigen's GEMM reads a process-wide thread count; every Eigen call site sets it from here.
+  // Eigen's GEMM reads a process-wide thread count. The library's own GEMMs are single-threaded
+  // Eigen products inside its parallel tasks (ops/cpu/linear.hpp); this is for code that wants
+  // Eigen to thread one large product itself (the benchmarks' GEMM floor).
   void apply_to_eigen() const { Eigen::setNbThreads(threads); }
 };
 
-// Runs body(i) for i in [0, n) on the policy's threads (OpenMP when available, else serially).
-// Iterations must be independent; the split is static, so results never depend on timing.
+// Below this much work per thread (≈ element operations or multiply-adds) a parallel region
+// costs more than it saves: a fork and join is a few microseconds on an idle machine, and up to
+// a scheduler time slice (milliseconds) when other processes share the cores and a team member
+// is descheduled. Small ops of a small model therefore run on the calling thread.
+inline constexpr std::ptrdiff_t min_work_per_thread = std::ptrdiff_t{1} << 15;
+
+// Runs body(i) for i in [0, n) on up to the policy's threads (OpenMP when available, else
+// serially): as many threads as the total work (n · work_per_item) keeps busy. Iterations must
+// be independent; the split is static, so results never depend on timing or on the thread count.
 template <class Body>
-void parallel_for(const cpu& policy, std::ptrdiff_t n, Body&& body) {
+void parallel_for(const cpu& policy, std::ptrdiff_t n, std::ptrdiff_t work_per_item, Body&& body) {
 #if defined(_OPENMP)
-  const int threads = static_cast<int>(std::min<std::ptrdiff_t>(policy.threads, std::max<std::ptrdiff_t>(n, 1)));
+  const std::ptrdiff_t work = n * std::max<std::ptrdiff_t>(work_per_item, 1);
+  const std::ptrdiff_t useful = std::max<std::ptrdiff_t>(1, std::min(n, work / min_work_per_thread));
+  const int threads = static_cast<int>(std::min<std::ptrdiff_t>(policy.threads, useful));
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (std::ptrdiff_t i = 0; i < n; ++i) body(i);
 #else
   (void)policy;
+  (void)work_per_item;
   for (std::ptrdiff_t i = 0; i < n; ++i) body(i);
 #endif
+}
+
+// The same for iterations that are each worth a thread on their own (coarse tasks).
+template <class Body>
+void parallel_for(const cpu& policy, std::ptrdiff_t n, Body&& body) {
+  parallel_for(policy, n, min_work_per_thread, std::forward<Body>(body));
 }
 
 }  // namespace jetmoe::exec

@@ -21,7 +21,7 @@ struct activations_impl<exec::cpu> {
   static void silu(const exec::cpu& policy, tensor_view<float, 2> x) {
     const index_t width = x.extent(1);
     if (x.empty()) return;
-    exec::parallel_for(policy, x.extent(0), [&](std::ptrdiff_t t) {
+    exec::parallel_for(policy, x.extent(0), 8 * width, [&](std::ptrdiff_t t) {
       float* row = &x(t, 0);  // (N)
       const index_t step = x.stride(1);
       for (index_t i = 0; i < width; ++i) row[i * step] = cpu_detail::silu_one(row[i * step]);
@@ -34,7 +34,7 @@ struct activations_impl<exec::cpu> {
     check_shape(u, make_dims(h.extent(0), h.extent(1) / 2), "ops::glu: output u (T, I) for h (T, 2I)");
     const index_t width = u.extent(1);  // I
     if (u.empty()) return;
-    exec::parallel_for(policy, h.extent(0), [&](std::ptrdiff_t t) {
+    exec::parallel_for(policy, h.extent(0), 8 * width, [&](std::ptrdiff_t t) {
       const float* gate = &h(t, 0);  // (I), the first half: goes through SiLU
       const float* up = gate + width * h.stride(1);  // (I), the second half
       float* out = &u(t, 0);  // (I)

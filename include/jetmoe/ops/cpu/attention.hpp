@@ -51,7 +51,7 @@ struct attention_impl<exec::cpu> {
     }
     if (out.empty()) return;
 
-    exec::parallel_for(policy, batch * q_heads * q_len, [&](std::ptrdiff_t task) {
+    exec::parallel_for(policy, batch * q_heads * q_len, 4 * k_len * head_dim, [&](std::ptrdiff_t task) {
       const index_t i = task % q_len;  // query
       const index_t h = (task / q_len) % q_heads;
       const index_t b = task / (q_len * q_heads);

@@ -14,7 +14,7 @@ struct elementwise_impl<exec::cpu> {
     check(x.extents() == y.extents(), "ops::add_inplace: x ", x.extents(), " and y ", y.extents(), " differ");
     check(x.extent(1) <= 1 || (x.stride(1) == 1 && y.stride(1) == 1), "ops::add_inplace: rows must be contiguous");
     const index_t width = x.extent(1);
-    exec::parallel_for(policy, x.extent(0), [&](std::ptrdiff_t t) {
+    exec::parallel_for(policy, x.extent(0), width, [&](std::ptrdiff_t t) {
       float* out = &x(t, 0);
       const float* in = &y(t, 0);
       for (index_t i = 0; i < width; ++i) out[i] += in[i];

@@ -25,7 +25,7 @@ struct embedding_impl<exec::cpu> {
             " is outside the vocabulary [0, ", vocab, ")");
     const index_t width = table.extent(1);
     if (out.empty()) return;
-    exec::parallel_for(policy, ids.extent(0), [&](std::ptrdiff_t t) {
+    exec::parallel_for(policy, ids.extent(0), width, [&](std::ptrdiff_t t) {
       const W* source = &table(ids(t), 0);  // (H)
       float* target = &out(t, 0);           // (H)
       if (table.stride(1) == 1 && out.stride(1) == 1) {

@@ -100,7 +100,7 @@ void linear_few_rows(const exec::cpu& policy, tensor_view<const float, 2> x, ten
                      tensor_view<float, 2> y) {
   const index_t rows = x.extent(0);        // T
   const index_t in_features = x.extent(1); // K
-  exec::parallel_for(policy, w.extent(0), [&](std::ptrdiff_t o) {
+  exec::parallel_for(policy, w.extent(0), rows * in_features, [&](std::ptrdiff_t o) {
     float acc[linear_tuning::small_batch_rows] = {};
     float widened[linear_tuning::gemv_chunk];  // (chunk) one piece of weight row o, as float
     const W* w_row = &w(o, 0);
@@ -139,9 +139,10 @@ void linear_many_rows(const exec::cpu& policy, tensor_view<const float, 2> x, te
   const index_t chunks = linear_tuning::row_chunks(rows, blocks);
   const index_t chunk = (rows + chunks - 1) / chunks;
 
-  // Inside parallel_for's threads Eigen's GEMM runs serially (it does not nest OpenMP); with
-  // one thread it must be told so, hence the policy's setting.
-  policy.apply_to_eigen();
+  // Every tile is one serial Eigen GEMM. Inside a parallel region Eigen would not thread anyway;
+  // a lone tile (a router's few outputs over a short prompt) runs outside one, where Eigen
+  // would otherwise start its own team, whose busy-waiting costs far more than such a GEMM.
+  if (Eigen::nbThreads() != 1) Eigen::setNbThreads(1);
   // Consecutive tasks share a weight block, so a thread's static share touches few blocks.
   exec::parallel_for(policy, blocks * chunks, [&](std::ptrdiff_t task) {
     const index_t first = task / chunks * block;

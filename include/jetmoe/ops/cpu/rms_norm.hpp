@@ -26,7 +26,7 @@ struct rms_norm_impl<exec::cpu> {
     if (x.empty()) return;
     const index_t x_step = x.stride(1), y_step = y.stride(1), w_step = weight.stride(0);
     const W* w = weight.data();
-    exec::parallel_for(policy, x.extent(0), [&](std::ptrdiff_t t) {
+    exec::parallel_for(policy, x.extent(0), 3 * width, [&](std::ptrdiff_t t) {
       const float* x_row = &x(t, 0);  // (H), step x_step
       float* y_row = &y(t, 0);        // (H), step y_step
       // Sum of squares in 16 running lanes, folded in a fixed order (as a SIMD reduction would).

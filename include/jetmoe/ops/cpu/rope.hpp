@@ -31,7 +31,7 @@ struct rope_impl<exec::cpu> {
     for (index_t i = 0; i < half_width; ++i)
       inv_freq[i] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / width);
 
-    exec::parallel_for(policy, x.extent(0), [&](std::ptrdiff_t t) {
+    exec::parallel_for(policy, x.extent(0), 4 * heads * half_width + 40 * half_width, [&](std::ptrdiff_t t) {
       const float position = static_cast<float>(positions(t));
       for (index_t i = 0; i < half_width; ++i) {
         const float angle = position * inv_freq[i];

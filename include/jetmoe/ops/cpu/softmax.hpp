@@ -18,7 +18,7 @@ struct softmax_impl<exec::cpu> {
     const index_t width = x.extent(1);  // N
     if (x.empty()) return;
     const index_t step = x.stride(1);
-    exec::parallel_for(policy, x.extent(0), [&](std::ptrdiff_t t) {
+    exec::parallel_for(policy, x.extent(0), 8 * width, [&](std::ptrdiff_t t) {
       float* row = &x(t, 0);  // (N), step `step`
       float row_max = row[0];
       for (index_t i = 1; i < width; ++i) row_max = std::max(row_max, row[i * step]);

@@ -44,7 +44,7 @@ struct top_k_impl<exec::cpu> {
     check(k <= n, "ops::top_k: k = ", k, " > N = ", n, " (x is ", x.extents(), ")");
     check(n <= std::numeric_limits<std::int32_t>::max(), "ops::top_k: N = ", n, " does not fit int32 indices");
 
-    exec::parallel_for(policy, rows, [&](std::ptrdiff_t t) {
+    exec::parallel_for(policy, rows, n * k, [&](std::ptrdiff_t t) {
       if (k <= insertion_limit) {
         // Keep the best k seen so far, sorted; a newcomer shifts worse entries down.
         float best_value[insertion_limit];
