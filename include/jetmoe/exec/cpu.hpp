@@ -45,11 +45,13 @@ struct cpu {
   void apply_to_eigen() const { Eigen::setNbThreads(threads); }
 };
 
-// Below this much work per thread (≈ element operations or multiply-adds) a parallel region
-// costs more than it saves: a fork and join is a few microseconds on an idle machine, and up to
-// a scheduler time slice (milliseconds) when other processes share the cores and a team member
-// is descheduled. Small ops of a small model therefore run on the calling thread.
-inline constexpr std::ptrdiff_t min_work_per_thread = std::ptrdiff_t{1} << 15;
+// Below this much work per thread (≈ element operations or multiply-adds, some 20–40 µs on one
+// core) a parallel region costs more than it saves: a fork and join takes microseconds on an
+// idle machine, and up to a scheduler time slice (milliseconds) when other processes share the
+// cores and a team member is descheduled. Small ops of a small model run on the calling thread.
+// Tuned on the demo model, 2 cores: 2^15 left its decode at 900 tok/s (1,500 on one thread),
+// 2^17 gives 1,500 and prefill 7,000 tok/s (one thread: 5,400), 2^18 loses prefill again.
+inline constexpr std::ptrdiff_t min_work_per_thread = std::ptrdiff_t{1} << 17;
 
 // Runs body(i) for i in [0, n) on up to the policy's threads (OpenMP when available, else
 // serially): as many threads as the total work (n · work_per_item) keeps busy. Iterations must
