@@ -392,32 +392,16 @@ namespace cuda_detail {
 // Copies a (possibly strided) host view into a contiguous host buffer.
 template <class T, std::size_t Rank>
 std::vector<std::remove_cv_t<T>> pack(tensor_view<T, Rank> v) {
-  std::vector<std::remove_cv_t<T>> out(static_cast<std::size_t>(v.size()));
-  dims<Rank> index{};
-  for (index_t n = 0; n < v.size(); ++n) {
-    index_t offset = 0;
-    for (std::size_t d = 0; d < Rank; ++d) offset += index[d] * v.stride(d);
-    out[static_cast<std::size_t>(n)] = v.data()[offset];
-    for (std::size_t d = Rank; d-- > 0;) {
-      if (++index[d] < v.extent(d)) break;
-      index[d] = 0;
-    }
-  }
+  using V = std::remove_cv_t<T>;
+  std::vector<V> out(static_cast<std::size_t>(v.size()));
+  transfer_detail::host_copy(tensor_view<const V, Rank>(v), tensor_view<V, Rank>(out.data(), v.extents()), "exec::cuda pack");
   return out;
 }
 
+// Writes a contiguous host buffer into a (possibly strided) host view.
 template <class T, std::size_t Rank>
 void unpack(const std::remove_cv_t<T>* packed, tensor_view<T, Rank> v) {
-  dims<Rank> index{};
-  for (index_t n = 0; n < v.size(); ++n) {
-    index_t offset = 0;
-    for (std::size_t d = 0; d < Rank; ++d) offset += index[d] * v.stride(d);
-    v.data()[offset] = packed[n];
-    for (std::size_t d = Rank; d-- > 0;) {
-      if (++index[d] < v.extent(d)) break;
-      index[d] = 0;
-    }
-  }
+  transfer_detail::host_copy(tensor_view<const T, Rank>(packed, v.extents()), v, "exec::cuda unpack");
 }
 
 // dst = src for device views of equal extents, any strides, on the policy's stream.

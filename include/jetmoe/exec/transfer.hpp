@@ -1,4 +1,5 @@
-// jetmoe/exec/transfer.hpp — moving data between the host and a policy's memory, for exec::cpu.
+// jetmoe/exec/transfer.hpp — moving data between the host and a policy's memory: the calls
+// generic code makes, and their exec::cpu versions.
 //
 // Code that is generic over the policy (the model, generation) reads its inputs from the host
 // and hands results back to it through four calls:

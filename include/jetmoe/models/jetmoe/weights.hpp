@@ -197,27 +197,25 @@ weights<W> place_weights(const exec::cpu&, weights<W> host, const config&) {
 template <class W, exec::execution_policy Policy>
   requires(!Policy::is_host)
 weights<W, Policy> place_weights(const Policy& policy, const weights<W>& host, const config& c) {
-  std::vector<const W*> sources;  // host data of each tensor, in visiting order
-  detail::for_each_weight(host, c, [&](const auto& t, const std::string&, const auto&) { sources.push_back(t.data()); });
+  struct source {
+    const W* data;
+    index_t size;
+  };
+  std::vector<source> sources;  // each host tensor, in visiting order
+  detail::for_each_weight(host, c, [&](const auto& t, const std::string&, const auto&) {
+    sources.push_back({t.data(), t.size()});
+  });
   weights<W, Policy> out;
   out.tied = host.tied;
   std::size_t next = 0;
-  auto upload = [&](const auto& source) {
-    using host_tensor = std::remove_cvref_t<decltype(source)>;
-    constexpr std::size_t rank = host_tensor::rank;
-    tensor<W, rank, Policy> placed(policy, source.extents());
-    copy_to_device(policy, source.view(), placed.view());
-    return placed;
-  };
   detail::for_each_weight(out, c, [&](auto& target, const std::string& name, const auto& shape) {
-    const W* data = sources.at(next++);
-    const tensor_view<const W, std::remove_cvref_t<decltype(target)>::rank> source(data, shape);
-    check(source.size() == 0 || data != nullptr, "place_weights: ", name, " is missing from the host weights");
-    target = std::remove_cvref_t<decltype(target)>(policy, shape);
-    copy_to_device(policy, source, target.view());
+    const source from = sources.at(next++);
+    check(from.size == shape.product(), "place_weights: host tensor ", name, " has ", from.size,
+          " elements, the config's shape ", shape, " needs ", shape.product());
+    target = to_device(policy, tensor_view<const W, std::remove_cvref_t<decltype(target)>::rank>(from.data, shape));
   });
-  if (host.lm_head) out.lm_head = upload(*host.lm_head);
-  if (host.score) out.score = upload(*host.score);
+  if (host.lm_head) out.lm_head = to_device(policy, host.lm_head->view());
+  if (host.score) out.score = to_device(policy, host.score->view());
   return out;
 }
 
