@@ -129,6 +129,12 @@ class model {
     const index_t D = config_.kv_channels, Dq = config_.query_width(), S = slots();
     check(B > 0 && T > 0, "jetmoe::model::forward: empty input ", input_ids.extents());
     check(input_ids.is_contiguous(), "jetmoe::model::forward: input_ids must be contiguous");
+    // Checked here, on the host, for every policy: a device would only report a bad id at its
+    // next synchronisation, after the work of the whole step was queued.
+    for (index_t b = 0; b < B; ++b)
+      for (index_t t = 0; t < T; ++t)
+        check(0 <= input_ids(b, t) && input_ids(b, t) < config_.vocab_size, "jetmoe::model::forward: token id ",
+              input_ids(b, t), " at row ", b, ", position ", t, " is outside the vocabulary [0, ", config_.vocab_size, ")");
     check(cache.batch() == B && cache.layers() == config_.num_layers, "jetmoe::model::forward: the cache holds ",
           cache.batch(), " rows and ", cache.layers(), " layers; the input has ", B, " rows and the model ",
           config_.num_layers, " layers");
