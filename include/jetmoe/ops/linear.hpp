@@ -2,6 +2,7 @@
 #pragma once
 
 #include "jetmoe/core/dtype.hpp"
+#include "jetmoe/core/error.hpp"
 #include "jetmoe/core/view.hpp"
 #include "jetmoe/exec/policy.hpp"
 
@@ -18,6 +19,13 @@ struct linear_impl {
 template <class Policy, class W>
 void linear(const Policy& policy, tensor_view<const float, 2> x, tensor_view<W, 2> w, tensor_view<float, 2> y) {
   static_assert(floating_dtype<W>, "jetmoe::ops::linear: weights must be float, bf16 or half");
+  check(x.extent(1) == w.extent(1), "ops::linear: x ", x.extents(), " has ", x.extent(1),
+        " input features but the weight ", w.extents(), " expects ", w.extent(1));
+  check_shape(y, make_dims(x.extent(0), w.extent(0)), "ops::linear: output y (T, out)");
+  check(x.extent(1) <= 1 || x.stride(1) == 1, "ops::linear: rows of x must be contiguous (strides ", x.strides(), ")");
+  check(w.extent(1) <= 1 || w.stride(1) == 1, "ops::linear: rows of the weight must be contiguous (strides ",
+        w.strides(), ")");
+  check(y.extent(1) <= 1 || y.stride(1) == 1, "ops::linear: rows of y must be contiguous (strides ", y.strides(), ")");
   linear_impl<Policy>::run(policy, x, tensor_view<const std::remove_cv_t<W>, 2>(w), y);
 }
 

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "jetmoe/core/error.hpp"
 #include "jetmoe/core/view.hpp"
 #include "jetmoe/exec/policy.hpp"
 
@@ -21,6 +22,8 @@ struct rope_impl {
 // x: (T, heads, D) float, rotated in place (any strides; D even). positions: (T) int64.
 template <class Policy>
 void rope(const Policy& policy, tensor_view<float, 3> x, tensor_view<const std::int64_t, 1> positions, float theta) {
+  check(x.extent(2) % 2 == 0, "ops::rope: the head dimension D must be even, x is ", x.extents());
+  check_shape(positions, make_dims(x.extent(0)), "ops::rope: positions (T) for x (T, heads, D)");
   rope_impl<Policy>::run(policy, x, positions, theta);
 }
 

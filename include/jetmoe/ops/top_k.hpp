@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
+#include "jetmoe/core/error.hpp"
 #include "jetmoe/core/view.hpp"
 #include "jetmoe/exec/policy.hpp"
 
@@ -20,7 +22,13 @@ struct top_k_impl {
 template <class Policy>
 void top_k(const Policy& policy, tensor_view<const float, 2> x, tensor_view<float, 2> values,
            tensor_view<std::int32_t, 2> indices) {
-  top_k_impl<Policy>::run(policy, x, values, indices);
+  const index_t rows = x.extent(0), n = x.extent(1), k = values.extent(1);
+  check(values.extent(0) == rows, "ops::top_k: values ", values.extents(), " must have as many rows as x ", x.extents());
+  check_shape(indices, values.extents(), "ops::top_k: indices (T, k) must match values");
+  check(k >= 1, "ops::top_k: k = ", k, " must be at least 1");
+  check(k <= n, "ops::top_k: k = ", k, " > N = ", n, " (x is ", x.extents(), ")");
+  check(n <= std::numeric_limits<std::int32_t>::max(), "ops::top_k: N = ", n, " does not fit int32 indices");
+  top_k_impl<Policy>::run(policy, x, values, indices);  // backends receive checked arguments
 }
 
 }  // namespace jetmoe::ops

@@ -174,15 +174,6 @@ struct linear_impl<exec::cpu> {
   template <class W>
   static void run(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
                   tensor_view<float, 2> y) {
-    check(x.extent(1) == w.extent(1), "ops::linear: x ", x.extents(), " has ", x.extent(1),
-          " input features but the weight ", w.extents(), " expects ", w.extent(1));
-    check_shape(y, make_dims(x.extent(0), w.extent(0)), "ops::linear: output y (T, out)");
-    check(x.extent(1) <= 1 || x.stride(1) == 1, "ops::linear: rows of x must be contiguous (strides ",
-          x.strides(), ")");
-    check(w.extent(1) <= 1 || w.stride(1) == 1, "ops::linear: rows of the weight must be contiguous (strides ",
-          w.strides(), ")");
-    check(y.extent(1) <= 1 || y.stride(1) == 1, "ops::linear: rows of y must be contiguous (strides ",
-          y.strides(), ")");
     if (y.empty()) return;
     if (x.extent(1) == 0) {  // an empty sum
       for (index_t t = 0; t < y.extent(0); ++t)

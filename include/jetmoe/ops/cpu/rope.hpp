@@ -20,8 +20,6 @@ struct rope_impl<exec::cpu> {
   // x: (T, heads, D), rotated in place; positions: (T).
   static void run(const exec::cpu& policy, tensor_view<float, 3> x, tensor_view<const std::int64_t, 1> positions,
                   float theta) {
-    check(x.extent(2) % 2 == 0, "ops::rope: the head dimension D must be even, x is ", x.extents());
-    check_shape(positions, make_dims(x.extent(0)), "ops::rope: positions (T) for x (T, heads, D)");
     if (x.empty()) return;
     const index_t heads = x.extent(1);
     const index_t half_width = x.extent(2) / 2;  // D/2

@@ -105,13 +105,6 @@ struct linear_impl<exec::cuda> {
   template <class W>
   static void run(const exec::cuda& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
                   tensor_view<float, 2> y) {
-    check(x.extent(1) == w.extent(1), "ops::linear: x ", x.extents(), " has ", x.extent(1),
-          " input features but the weight ", w.extents(), " expects ", w.extent(1));
-    check_shape(y, make_dims(x.extent(0), w.extent(0)), "ops::linear: output y (T, out)");
-    check(x.extent(1) <= 1 || x.stride(1) == 1, "ops::linear: rows of x must be contiguous (strides ", x.strides(), ")");
-    check(w.extent(1) <= 1 || w.stride(1) == 1, "ops::linear: rows of the weight must be contiguous (strides ",
-          w.strides(), ")");
-    check(y.extent(1) <= 1 || y.stride(1) == 1, "ops::linear: rows of y must be contiguous (strides ", y.strides(), ")");
     if (y.empty()) return;
     const index_t rows = x.extent(0), k = x.extent(1), out = w.extent(0);
     // Leading dimensions as cuBLAS wants them: at least the row length, even for a single row.

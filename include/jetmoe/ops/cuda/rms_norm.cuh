@@ -13,8 +13,6 @@ struct rms_norm_impl<exec::cuda> {
   template <class W>
   static void run(const exec::cuda& policy, tensor_view<const float, 2> x, tensor_view<const W, 1> weight, float eps,
                   tensor_view<float, 2> y) {
-    check_shape(weight, make_dims(x.extent(1)), "ops::rms_norm: weight (H) for x (T, H)");
-    check_shape(y, x.extents(), "ops::rms_norm: output y (T, H)");
     if (x.empty()) return;
     // 256 threads cover H = 2048 in 8 loads each; one block per row up to the grid cap.
     constexpr int block = 256;

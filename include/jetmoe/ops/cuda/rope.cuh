@@ -22,8 +22,6 @@ struct rope_impl<exec::cuda> {
   // positions in a decode loop).
   static void run(const exec::cuda& policy, tensor_view<float, 3> x, tensor_view<const std::int64_t, 1> positions,
                   float theta) {
-    check(x.extent(2) % 2 == 0, "ops::rope: the head dimension D must be even, x is ", x.extents());
-    check_shape(positions, make_dims(x.extent(0)), "ops::rope: positions (T) for x (T, heads, D)");
     const index_t half_width = x.extent(2) / 2;
     check(half_width <= kernels::rope_max_half_width, "ops::rope: D = ", x.extent(2), " exceeds the CUDA backend's ",
           2 * kernels::rope_max_half_width);
