@@ -542,6 +542,31 @@ void random_choices(std::mt19937& rng, index_t tokens, index_t slots, index_t ex
     gates.data()[i] = ids.data()[i] == routing::no_expert ? 0.0f : static_cast<float>(gate_step(rng)) / 8.0f;
   }
 }
+
+// One routed batch on both backends, as the grouped-linear tests use it: 2 of `experts` per
+// token at random (a fraction `empty_fraction` of the slots empty), the plan built on each
+// backend, x on the host and the device, scratch, and the inputs read through the plans.
+struct routed_batch {
+  tensor<std::int32_t, 2> ids;       // (T, 2)
+  tensor<float, 2> gates;            // (T, 2)
+  plan_pair p;
+  index_t rows = 0;                  // N: the plans' sorted rows
+  tensor<float, 2> x;                // (T, hidden)
+  tensor<float, 2, gpu_policy> dx;   // (T, hidden)
+  routing::expert_scratch<exec::cpu> cpu_scratch;
+  routing::expert_scratch<gpu_policy> gpu_scratch;
+  routing::expert_input cpu_in, gpu_in;  // x / dx through each plan's sorted_token
+
+  routed_batch(std::mt19937& rng, index_t tokens, index_t experts, index_t hidden, double empty_fraction) {
+    random_choices(rng, tokens, 2, experts, empty_fraction, ids, gates);
+    build_both(p, ids, gates, experts, {});
+    rows = p.cpu_plan.num_sorted_rows();
+    x = random_tensor<float, 2>(rng, make_dims(tokens, hidden));
+    dx = up(x);
+    cpu_in = routing::expert_input::indexed(x.view(), p.cpu_plan.sorted_token());
+    gpu_in = routing::expert_input::indexed(dx.view(), p.gpu_plan.sorted_token());
+  }
+};
 }  // namespace
 
 TEST_CASE("routing::build_plan on CUDA equals the CPU plan, with and without capacity", "[cuda][routing]") {
@@ -641,44 +666,33 @@ TEMPLATE_TEST_CASE("grouped_linear, grouped_glu and grouped_glu_mlp on CUDA matc
   const auto dw_in = up(w_in);
   const auto dw_out = up(w_out);
   for (const index_t tokens : {1, 3, 150}) {
-    tensor<std::int32_t, 2> ids;
-    tensor<float, 2> gates;
-    random_choices(rng, tokens, 2, experts, 0.0, ids, gates);
-    plan_pair p;
-    build_both(p, ids, gates, experts, {});
-    const index_t rows = p.cpu_plan.num_sorted_rows();
-    const auto x = random_tensor<float, 2>(rng, make_dims(tokens, hidden));
-    const auto dx = up(x);
-    routing::expert_scratch<exec::cpu> cpu_scratch;
-    routing::expert_scratch<gpu_policy> gpu_scratch;
-    const auto cpu_in = routing::expert_input::indexed(x.view(), p.cpu_plan.sorted_token());
-    const auto gpu_in = routing::expert_input::indexed(dx.view(), p.gpu_plan.sorted_token());
-    INFO("T=" << tokens << " N=" << rows);
+    routed_batch b(rng, tokens, experts, hidden, 0.0);
+    INFO("T=" << tokens << " N=" << b.rows);
 
-    tensor<float, 2> h(make_dims(rows, 2 * inner));
-    routing::grouped_linear(cpu, p.cpu_plan, cpu_in, w_in.view(), h.view(), cpu_scratch);
-    tensor<float, 2, gpu_policy> dh(g, make_dims(rows, 2 * inner));
-    routing::grouped_linear(g, p.gpu_plan, gpu_in, dw_in.view(), dh.view(), gpu_scratch);
+    tensor<float, 2> h(make_dims(b.rows, 2 * inner));
+    routing::grouped_linear(cpu, b.p.cpu_plan, b.cpu_in, w_in.view(), h.view(), b.cpu_scratch);
+    tensor<float, 2, gpu_policy> dh(g, make_dims(b.rows, 2 * inner));
+    routing::grouped_linear(g, b.p.gpu_plan, b.gpu_in, dw_in.view(), dh.view(), b.gpu_scratch);
     check_close(down(dh), h, 1e-5, 1e-5, nullptr, "grouped_linear");
 
-    tensor<float, 2> u(make_dims(rows, inner));
-    routing::grouped_glu(cpu, p.cpu_plan, cpu_in, w_in.view(), u.view(), cpu_scratch);
-    tensor<float, 2, gpu_policy> du(g, make_dims(rows, inner));
-    routing::grouped_glu(g, p.gpu_plan, gpu_in, dw_in.view(), du.view(), gpu_scratch);
+    tensor<float, 2> u(make_dims(b.rows, inner));
+    routing::grouped_glu(cpu, b.p.cpu_plan, b.cpu_in, w_in.view(), u.view(), b.cpu_scratch);
+    tensor<float, 2, gpu_policy> du(g, make_dims(b.rows, inner));
+    routing::grouped_glu(g, b.p.gpu_plan, b.gpu_in, dw_in.view(), du.view(), b.gpu_scratch);
     check_close(down(du), u, 1e-5, 1e-5, nullptr, "grouped_glu");
 
     // Sorted input (after a gather) gives the same as the indexed read.
-    tensor<float, 2, gpu_policy> dgathered(g, make_dims(rows, hidden));
-    routing::gather(g, dx.view(), p.gpu_plan.sorted_token(), dgathered.view());
-    tensor<float, 2, gpu_policy> du_sorted(g, make_dims(rows, inner));
-    routing::grouped_glu(g, p.gpu_plan, routing::expert_input::sorted(dgathered.view()), dw_in.view(), du_sorted.view(),
-                         gpu_scratch);
+    tensor<float, 2, gpu_policy> dgathered(g, make_dims(b.rows, hidden));
+    routing::gather(g, b.dx.view(), b.p.gpu_plan.sorted_token(), dgathered.view());
+    tensor<float, 2, gpu_policy> du_sorted(g, make_dims(b.rows, inner));
+    routing::grouped_glu(g, b.p.gpu_plan, routing::expert_input::sorted(dgathered.view()), dw_in.view(), du_sorted.view(),
+                         b.gpu_scratch);
     check_equal(down(du_sorted), down(du), "grouped_glu sorted vs indexed");
 
-    tensor<float, 2> z(make_dims(rows, hidden));
-    routing::grouped_glu_mlp(cpu, p.cpu_plan, cpu_in, w_in.view(), w_out.view(), z.view(), cpu_scratch);
-    tensor<float, 2, gpu_policy> dz(g, make_dims(rows, hidden));
-    routing::grouped_glu_mlp(g, p.gpu_plan, gpu_in, dw_in.view(), dw_out.view(), dz.view(), gpu_scratch);
+    tensor<float, 2> z(make_dims(b.rows, hidden));
+    routing::grouped_glu_mlp(cpu, b.p.cpu_plan, b.cpu_in, w_in.view(), w_out.view(), z.view(), b.cpu_scratch);
+    tensor<float, 2, gpu_policy> dz(g, make_dims(b.rows, hidden));
+    routing::grouped_glu_mlp(g, b.p.gpu_plan, b.gpu_in, dw_in.view(), dw_out.view(), dz.view(), b.gpu_scratch);
     check_close(down(dz), z, 1e-5, 1e-5, nullptr, "grouped_glu_mlp");
   }
 }
@@ -713,34 +727,23 @@ TEMPLATE_TEST_CASE("grouped linears on tensor cores (WMMA) match the CPU backend
   const auto dw_in = up(w_in);
   const double rel = tensor_core_rel<W>() + 1e-5;
   for (const index_t tokens : {9, 200}) {
-    tensor<std::int32_t, 2> ids;
-    tensor<float, 2> gates;
-    random_choices(rng, tokens, 2, experts, 0.1, ids, gates);
-    plan_pair p;
-    build_both(p, ids, gates, experts, {});
-    const index_t rows = p.cpu_plan.num_sorted_rows();
-    const auto x = random_tensor<float, 2>(rng, make_dims(tokens, hidden));
-    const auto dx = up(x);
-    routing::expert_scratch<exec::cpu> cpu_scratch;
-    routing::expert_scratch<gpu_policy> gpu_scratch;
-    const auto cpu_in = routing::expert_input::indexed(x.view(), p.cpu_plan.sorted_token());
-    const auto gpu_in = routing::expert_input::indexed(dx.view(), p.gpu_plan.sorted_token());
-    INFO("T=" << tokens << " N=" << rows);
+    routed_batch b(rng, tokens, experts, hidden, 0.1);
+    INFO("T=" << tokens << " N=" << b.rows);
 
-    tensor<float, 2> h(make_dims(rows, 2 * inner));
-    routing::grouped_linear(cpu, p.cpu_plan, cpu_in, w_in.view(), h.view(), cpu_scratch);
-    tensor<float, 2, gpu_policy> dh(g, make_dims(rows, 2 * inner));
-    routing::grouped_linear(g, p.gpu_plan, gpu_in, dw_in.view(), dh.view(), gpu_scratch);
-    const auto m = grouped_magnitudes(x, p.cpu_plan, w_in);
+    tensor<float, 2> h(make_dims(b.rows, 2 * inner));
+    routing::grouped_linear(cpu, b.p.cpu_plan, b.cpu_in, w_in.view(), h.view(), b.cpu_scratch);
+    tensor<float, 2, gpu_policy> dh(g, make_dims(b.rows, 2 * inner));
+    routing::grouped_linear(g, b.p.gpu_plan, b.gpu_in, dw_in.view(), dh.view(), b.gpu_scratch);
+    const auto m = grouped_magnitudes(b.x, b.p.cpu_plan, w_in);
     check_close(down(dh), h, rel, 1e-6, &m, "grouped_linear on tensor cores");
 
     // GLU: bound |Δ(silu(g)·u)| through |silu'| ≤ 1.1 and the bounds on g and u.
-    tensor<float, 2> u(make_dims(rows, inner));
-    routing::grouped_glu(cpu, p.cpu_plan, cpu_in, w_in.view(), u.view(), cpu_scratch);
-    tensor<float, 2, gpu_policy> du(g, make_dims(rows, inner));
-    routing::grouped_glu(g, p.gpu_plan, gpu_in, dw_in.view(), du.view(), gpu_scratch);
-    std::vector<double> bound(static_cast<std::size_t>(rows * inner));
-    for (index_t r = 0; r < rows; ++r)
+    tensor<float, 2> u(make_dims(b.rows, inner));
+    routing::grouped_glu(cpu, b.p.cpu_plan, b.cpu_in, w_in.view(), u.view(), b.cpu_scratch);
+    tensor<float, 2, gpu_policy> du(g, make_dims(b.rows, inner));
+    routing::grouped_glu(g, b.p.gpu_plan, b.gpu_in, dw_in.view(), du.view(), b.gpu_scratch);
+    std::vector<double> bound(static_cast<std::size_t>(b.rows * inner));
+    for (index_t r = 0; r < b.rows; ++r)
       for (index_t i = 0; i < inner; ++i) {
         const double dg = rel * m[static_cast<std::size_t>(r * 2 * inner + i)] + 1e-6;
         const double du_ = rel * m[static_cast<std::size_t>(r * 2 * inner + inner + i)] + 1e-6;

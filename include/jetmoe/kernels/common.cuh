@@ -67,25 +67,17 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024). `shared` holds 32
-// floats. The order is fixed by the block size, so the result is the same run to run. Every
-// thread gets the total. Contains __syncthreads: call it from all threads of the block.
-__device__ inline float block_sum(float v, float* shared) {
+// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024), T float or double.
+// `shared` holds 32 T. The order is fixed by the block size, so the result is the same run to
+// run. Every thread gets the total. Contains __syncthreads: call it from all threads of the block.
+template <class T>
+__device__ inline T block_sum(T v, T* shared) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   v = warp_sum(v);
   __syncthreads();  // `shared` may still be read by a previous call
   if (lane == 0) shared[warp] = v;
   __syncthreads();
-  float total = lane < warps ? shared[lane] : 0.0f;
-  return warp_sum(total);
-}
-__device__ inline double block_sum(double v, double* shared) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  v = warp_sum(v);
-  __syncthreads();
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  double total = lane < warps ? shared[lane] : 0.0;
+  const T total = lane < warps ? shared[lane] : T(0);
   return warp_sum(total);
 }
 __device__ inline float block_max(float v, float* shared) {

@@ -222,26 +222,31 @@ inline constexpr int tile_threads = 256;
 // Thread (ty, tx), 16×16, owns rows ty + 16i and weight rows tx + 16j (i, j < 4): strided so
 // that shared-memory reads are conflict-free and, for GLU, gate column j and up column j + 2
 // (weight rows tx + 16j and tx + 16j + 32) land in the same thread for the epilogue.
+// Which expert segment and sorted rows block `tile` covers, for every thread of the block:
+// thread 0 finds them (find_row_tile), shared memory hands them to the others. segment < 0:
+// the block has no rows (the same for all its threads). Contains __syncthreads.
+struct block_rows {
+  int segment;
+  index_t first, count;
+};
+template <class W>
+__device__ inline block_rows rows_of_block(const gemm_args<W>& a, index_t tile, int tile_rows) {
+  __shared__ block_rows shared;
+  if (threadIdx.x == 0) find_row_tile(a, tile, tile_rows, shared.segment, shared.first, shared.count);
+  __syncthreads();
+  return shared;
+}
+
 template <class W, bool Glu>
 __global__ void __launch_bounds__(tile_threads) tiled_gemm(const gemm_args<W> a) {
   __shared__ float xs[tile_k][tile_m + 1];  // (k, row) input tile, transposed
   __shared__ float ws[tile_k][tile_n + 1];  // (k, weight row) weight tile, widened
-  __shared__ int s_segment;
-  __shared__ index_t s_first, s_count;
 
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  if (tid == 0) {
-    int segment;
-    index_t first = 0, count = 0;
-    find_row_tile(a, blockIdx.x, tile_m, segment, first, count);
-    s_segment = segment;
-    s_first = first;
-    s_count = count;
-  }
-  __syncthreads();
-  const int segment = s_segment;
+  const block_rows mine = rows_of_block(a, blockIdx.x, tile_m);
+  const int segment = mine.segment;
+  const index_t first = mine.first, count = mine.count;
   if (segment < 0) return;  // block-uniform
-  const index_t first = s_first, count = s_count;
 
   // Weight rows of this tile: plain, 64 consecutive outputs; GLU, 32 gate rows then the 32
   // matching up rows (I further down).

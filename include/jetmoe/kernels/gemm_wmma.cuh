@@ -50,22 +50,12 @@ __global__ void __launch_bounds__(wmma_threads) wmma_gemm(const gemm_args<W> a) 
   __shared__ __align__(32) float cs[wmma_tile_m * ldc];          // (64, 64) accumulators for the epilogue
   __shared__ const float* x_row[wmma_tile_m];
   __shared__ const W* w_row[wmma_tile_n];
-  __shared__ int s_segment;
-  __shared__ index_t s_first, s_count;
 
   const int tid = threadIdx.x, warp = tid >> 5;
-  if (tid == 0) {
-    int segment;
-    index_t first = 0, count = 0;
-    find_row_tile(a, blockIdx.x, wmma_tile_m, segment, first, count);
-    s_segment = segment;
-    s_first = first;
-    s_count = count;
-  }
-  __syncthreads();
-  const int segment = s_segment;
+  const block_rows mine = rows_of_block(a, blockIdx.x, wmma_tile_m);
+  const int segment = mine.segment;
+  const index_t first = mine.first, count = mine.count;
   if (segment < 0) return;  // block-uniform
-  const index_t first = s_first, count = s_count;
   const index_t out0 = static_cast<index_t>(blockIdx.y) * (Glu ? wmma_tile_n / 2 : wmma_tile_n);
 
   if (tid < wmma_tile_m) x_row[tid] = tid < count ? input_row(a, first + tid) : nullptr;
