@@ -112,6 +112,7 @@ class routing_plan {
 // `capacity`. Throws jetmoe::error when an expert id is outside [no_expert, E).
 template <class Policy>
 void build_plan(const Policy& policy, routing_plan<Policy>& plan, capacity_limit capacity = {}) {
+  check(capacity.per_expert >= 0, "routing::build_plan: negative capacity ", capacity.per_expert);
   build_plan_impl<Policy>::run(policy, plan, capacity);
 }
 

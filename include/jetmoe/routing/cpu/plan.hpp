@@ -17,7 +17,6 @@ struct build_plan_impl<exec::cpu> {
   static void run(const exec::cpu& policy, routing_plan<exec::cpu>& plan, capacity_limit capacity) {
     const index_t tokens = plan.tokens_, slots = plan.slots_, experts = plan.experts_;
     const index_t total = tokens * slots;
-    check(capacity.per_expert >= 0, "routing::build_plan: negative capacity ", capacity.per_expert);
     const std::int32_t* ids = plan.expert_ids_.data();  // (T·S)
     const float* gates = plan.gates_.data();             // (T·S)
     std::int32_t* routed = plan.routed_counts_.reserve(policy, experts);    // (E)

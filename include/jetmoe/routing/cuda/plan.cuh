@@ -38,7 +38,6 @@ struct build_plan_impl<exec::cuda> {
   static void run(const exec::cuda& policy, routing_plan<exec::cuda>& plan, capacity_limit capacity) {
     const index_t tokens = plan.tokens_, slots = plan.slots_, experts = plan.experts_;
     const index_t total = tokens * slots;
-    check(capacity.per_expert >= 0, "routing::build_plan: negative capacity ", capacity.per_expert);
     check(total < std::numeric_limits<std::int32_t>::max() && experts < std::numeric_limits<std::int32_t>::max() / 2,
           "routing::build_plan: ", total, " slots over ", experts, " experts exceed the CUDA backend's 32-bit indices");
     const int num_experts = static_cast<int>(experts);
