@@ -70,6 +70,11 @@ template <class T, std::size_t R>
 tensor<T, R> down(const tensor<T, R, gpu_policy>& device) {
   return exec::to_host(gpu(), device.view());
 }
+// The first `rows` rows of a device matrix: a device plan's N meaningful rows of R.
+template <class T>
+tensor<T, 2> down_rows(const tensor<T, 2, gpu_policy>& device, index_t rows) {
+  return exec::to_host(gpu(), tensor_view<const T, 2>(device.view()).slice(0, 0, rows));
+}
 template <class T, std::size_t R>
 void upload_into(const tensor<T, R>& host, tensor_view<T, R> device) {
   exec::copy_to_device<T, R>(gpu(), host.view(), device);
@@ -510,12 +515,18 @@ void build_both(plan_pair& p, const tensor<std::int32_t, 2>& ids, const tensor<f
   routing::build_plan(gpu(), p.gpu_plan, capacity);
 }
 
-void check_same_plan(const plan_pair& p) {
+void check_same_plan(const plan_pair& p, routing::capacity_limit capacity) {
   const auto& a = p.cpu_plan;
   const auto& b = p.gpu_plan;
+  // The device plan's row capacity R is known before its counts: T·S, or E·capacity if smaller.
+  const index_t total = b.num_tokens() * b.slots_per_token();
+  const index_t bound = capacity.is_limited() ? std::min(total, capacity.per_expert * b.num_experts()) : total;
+  REQUIRE(b.max_sorted_rows() == bound);
+  REQUIRE(a.max_sorted_rows() == a.num_sorted_rows());  // a host plan: R = N
   REQUIRE(b.num_sorted_rows() == a.num_sorted_rows());
   REQUIRE(b.num_dropped() == a.num_dropped());
   REQUIRE(b.num_empty_slots() == a.num_empty_slots());
+  const index_t rows = a.num_sorted_rows();
   const auto host = [](tensor_view<const std::int32_t, 1> v) {
     tensor<std::int32_t, 1> t(v.extents());
     for (index_t i = 0; i < v.size(); ++i) t(i) = v(i);
@@ -524,10 +535,18 @@ void check_same_plan(const plan_pair& p) {
   check_equal(down(b.routed_counts()), host(a.routed_counts()), "routed_counts");
   check_equal(down(b.counts()), host(a.counts()), "counts");
   check_equal(down(b.offsets()), host(a.offsets()), "offsets");
-  check_equal(down(b.sorted_slot()), host(a.sorted_slot()), "sorted_slot");
-  check_equal(down(b.sorted_token()), host(a.sorted_token()), "sorted_token");
+  check_equal(down(b.sorted_slot().slice(0, 0, rows)), host(a.sorted_slot()), "sorted_slot");
+  check_equal(down(b.sorted_token().slice(0, 0, rows)), host(a.sorted_token()), "sorted_token");
   check_equal(down(b.slot_to_sorted()), host(a.slot_to_sorted()), "slot_to_sorted");
   check_equal(down(b.dropped_slots()), host(a.dropped_slots()), "dropped_slots");
+  // Padding rows N … R−1: token 0, and slots that are valid and not kept (a gather stays in bounds).
+  const auto tokens = down(b.sorted_token()), slots = down(b.sorted_slot()), to_sorted = down(b.slot_to_sorted());
+  for (index_t r = rows; r < bound; ++r) {
+    INFO("padding row " << r);
+    REQUIRE(tokens(r) == 0);
+    REQUIRE((0 <= slots(r) && slots(r) < total));
+    REQUIRE(to_sorted(slots(r)) == -1);
+  }
 }
 
 void random_choices(std::mt19937& rng, index_t tokens, index_t slots, index_t experts, double empty_fraction,
@@ -551,6 +570,7 @@ struct routed_batch {
   tensor<float, 2> gates;            // (T, 2)
   plan_pair p;
   index_t rows = 0;                  // N: the plans' sorted rows
+  index_t gpu_rows = 0;              // R: rows of the device plan's sorted arrays (N, then padding)
   tensor<float, 2> x;                // (T, hidden)
   tensor<float, 2, gpu_policy> dx;   // (T, hidden)
   routing::expert_scratch<exec::cpu> cpu_scratch;
@@ -561,6 +581,7 @@ struct routed_batch {
     random_choices(rng, tokens, 2, experts, empty_fraction, ids, gates);
     build_both(p, ids, gates, experts, {});
     rows = p.cpu_plan.num_sorted_rows();
+    gpu_rows = p.gpu_plan.max_sorted_rows();
     x = random_tensor<float, 2>(rng, make_dims(tokens, hidden));
     dx = up(x);
     cpu_in = routing::expert_input::indexed(x.view(), p.cpu_plan.sorted_token());
@@ -586,7 +607,7 @@ TEST_CASE("routing::build_plan on CUDA equals the CPU plan, with and without cap
                     << " by_gate=" << (capacity.policy == routing::drop_policy::by_gate));
           plan_pair p;
           build_both(p, ids, gates, experts, capacity);
-          check_same_plan(p);
+          check_same_plan(p, capacity);
         }
       }
     }
@@ -597,7 +618,8 @@ TEST_CASE("routing::build_plan on CUDA equals the CPU plan, with and without cap
   CHECK(empty_pair.gpu_plan.num_sorted_rows() == 0);
   check_equal(down(empty_pair.gpu_plan.offsets()), tensor<std::int32_t, 1>::zeros(make_dims(5)), "empty offsets");
 
-  // An expert id out of range is thrown by build_plan, as on the CPU.
+  // An expert id out of range: build_plan queues without waiting, and the first count asked
+  // for (the wait) throws it and leaves the plan unbuilt, as the CPU's build_plan does.
   tensor<std::int32_t, 2> ids;
   tensor<float, 2> gates;
   random_choices(rng, 10, 2, 4, 0.0, ids, gates);
@@ -606,8 +628,10 @@ TEST_CASE("routing::build_plan on CUDA equals the CPU plan, with and without cap
   const auto out = plan.prepare(gpu(), 10, 2, 4);
   upload_into(ids, out.expert_ids);
   upload_into(gates, out.gates);
-  CHECK_THROWS_WITH(routing::build_plan(gpu(), plan, {}), Catch::Contains("slot 7 names expert 4"));
+  routing::build_plan(gpu(), plan, {});
+  CHECK_THROWS_WITH(plan.num_sorted_rows(), Catch::Contains("slot 7 names expert 4"));
   CHECK_FALSE(plan.is_built());
+  gpu().synchronize();  // the error was reported once: nothing is left pending
 }
 
 TEST_CASE("gather, scatter_to_slots and combine on CUDA equal the CPU results", "[cuda][routing]") {
@@ -619,15 +643,15 @@ TEST_CASE("gather, scatter_to_slots and combine on CUDA equal the CPU results", 
   random_choices(rng, 200, 3, 8, 0.1, ids, gates);
   plan_pair p;
   build_both(p, ids, gates, 8, routing::capacity_limit{60});
-  const index_t rows = p.cpu_plan.num_sorted_rows(), width = 40;
+  const index_t rows = p.cpu_plan.num_sorted_rows(), gpu_rows = p.gpu_plan.max_sorted_rows(), width = 40;
 
   const auto x = random_tensor<float, 2>(rng, make_dims(200, width));
   const auto dx = up(x);
   tensor<float, 2> gathered(make_dims(rows, width));
   routing::gather(cpu, x.view(), p.cpu_plan.sorted_token(), gathered.view());
-  tensor<float, 2, gpu_policy> dgathered(g, make_dims(rows, width));
+  tensor<float, 2, gpu_policy> dgathered(g, make_dims(gpu_rows, width));  // (R, D): N rows, then padding
   routing::gather(g, dx.view(), p.gpu_plan.sorted_token(), dgathered.view());
-  check_equal(down(dgathered), gathered, "gather");
+  check_equal(down_rows(dgathered, rows), gathered, "gather");
 
   tensor<float, 3> slots(make_dims(200, 3, width));
   routing::scatter_to_slots(cpu, p.cpu_plan, gathered.view(), slots.view());
@@ -671,29 +695,29 @@ TEMPLATE_TEST_CASE("grouped_linear, grouped_glu and grouped_glu_mlp on CUDA matc
 
     tensor<float, 2> h(make_dims(b.rows, 2 * inner));
     routing::grouped_linear(cpu, b.p.cpu_plan, b.cpu_in, w_in.view(), h.view(), b.cpu_scratch);
-    tensor<float, 2, gpu_policy> dh(g, make_dims(b.rows, 2 * inner));
+    tensor<float, 2, gpu_policy> dh(g, make_dims(b.gpu_rows, 2 * inner));
     routing::grouped_linear(g, b.p.gpu_plan, b.gpu_in, dw_in.view(), dh.view(), b.gpu_scratch);
-    check_close(down(dh), h, 1e-5, 1e-5, nullptr, "grouped_linear");
+    check_close(down_rows(dh, b.rows), h, 1e-5, 1e-5, nullptr, "grouped_linear");
 
     tensor<float, 2> u(make_dims(b.rows, inner));
     routing::grouped_glu(cpu, b.p.cpu_plan, b.cpu_in, w_in.view(), u.view(), b.cpu_scratch);
-    tensor<float, 2, gpu_policy> du(g, make_dims(b.rows, inner));
+    tensor<float, 2, gpu_policy> du(g, make_dims(b.gpu_rows, inner));
     routing::grouped_glu(g, b.p.gpu_plan, b.gpu_in, dw_in.view(), du.view(), b.gpu_scratch);
-    check_close(down(du), u, 1e-5, 1e-5, nullptr, "grouped_glu");
+    check_close(down_rows(du, b.rows), u, 1e-5, 1e-5, nullptr, "grouped_glu");
 
     // Sorted input (after a gather) gives the same as the indexed read.
-    tensor<float, 2, gpu_policy> dgathered(g, make_dims(b.rows, hidden));
+    tensor<float, 2, gpu_policy> dgathered(g, make_dims(b.gpu_rows, hidden));
     routing::gather(g, b.dx.view(), b.p.gpu_plan.sorted_token(), dgathered.view());
-    tensor<float, 2, gpu_policy> du_sorted(g, make_dims(b.rows, inner));
+    tensor<float, 2, gpu_policy> du_sorted(g, make_dims(b.gpu_rows, inner));
     routing::grouped_glu(g, b.p.gpu_plan, routing::expert_input::sorted(dgathered.view()), dw_in.view(), du_sorted.view(),
                          b.gpu_scratch);
-    check_equal(down(du_sorted), down(du), "grouped_glu sorted vs indexed");
+    check_equal(down_rows(du_sorted, b.rows), down_rows(du, b.rows), "grouped_glu sorted vs indexed");
 
     tensor<float, 2> z(make_dims(b.rows, hidden));
     routing::grouped_glu_mlp(cpu, b.p.cpu_plan, b.cpu_in, w_in.view(), w_out.view(), z.view(), b.cpu_scratch);
-    tensor<float, 2, gpu_policy> dz(g, make_dims(b.rows, hidden));
+    tensor<float, 2, gpu_policy> dz(g, make_dims(b.gpu_rows, hidden));
     routing::grouped_glu_mlp(g, b.p.gpu_plan, b.gpu_in, dw_in.view(), dw_out.view(), dz.view(), b.gpu_scratch);
-    check_close(down(dz), z, 1e-5, 1e-5, nullptr, "grouped_glu_mlp");
+    check_close(down_rows(dz, b.rows), z, 1e-5, 1e-5, nullptr, "grouped_glu_mlp");
   }
 }
 
@@ -732,15 +756,15 @@ TEMPLATE_TEST_CASE("grouped linears on tensor cores (WMMA) match the CPU backend
 
     tensor<float, 2> h(make_dims(b.rows, 2 * inner));
     routing::grouped_linear(cpu, b.p.cpu_plan, b.cpu_in, w_in.view(), h.view(), b.cpu_scratch);
-    tensor<float, 2, gpu_policy> dh(g, make_dims(b.rows, 2 * inner));
+    tensor<float, 2, gpu_policy> dh(g, make_dims(b.gpu_rows, 2 * inner));
     routing::grouped_linear(g, b.p.gpu_plan, b.gpu_in, dw_in.view(), dh.view(), b.gpu_scratch);
     const auto m = grouped_magnitudes(b.x, b.p.cpu_plan, w_in);
-    check_close(down(dh), h, rel, 1e-6, &m, "grouped_linear on tensor cores");
+    check_close(down_rows(dh, b.rows), h, rel, 1e-6, &m, "grouped_linear on tensor cores");
 
     // GLU: bound |Δ(silu(g)·u)| through |silu'| ≤ 1.1 and the bounds on g and u.
     tensor<float, 2> u(make_dims(b.rows, inner));
     routing::grouped_glu(cpu, b.p.cpu_plan, b.cpu_in, w_in.view(), u.view(), b.cpu_scratch);
-    tensor<float, 2, gpu_policy> du(g, make_dims(b.rows, inner));
+    tensor<float, 2, gpu_policy> du(g, make_dims(b.gpu_rows, inner));
     routing::grouped_glu(g, b.p.gpu_plan, b.gpu_in, dw_in.view(), du.view(), b.gpu_scratch);
     std::vector<double> bound(static_cast<std::size_t>(b.rows * inner));
     for (index_t r = 0; r < b.rows; ++r)
@@ -750,7 +774,7 @@ TEMPLATE_TEST_CASE("grouped linears on tensor cores (WMMA) match the CPU backend
         const double gate = std::fabs(h(r, i)) + dg, upv = std::fabs(h(r, inner + i)) + du_;
         bound[static_cast<std::size_t>(r * inner + i)] = 1.1 * dg * upv + (gate + dg) * du_;
       }
-    check_close(down(du), u, 1.0, 1e-6, &bound, "grouped_glu on tensor cores");
+    check_close(down_rows(du, b.rows), u, 1.0, 1e-6, &bound, "grouped_glu on tensor cores");
   }
 }
 

@@ -129,8 +129,9 @@ __global__ void plan_drop_flags(const std::int32_t* list, index_t total, int exp
   }
 }
 
-// sorted_slot (total, a permutation of the slots, kept ones first) → sorted_token for the first
-// N and slot_to_sorted for every slot (−1 past N).
+// sorted_slot (total, a permutation of the slots, kept ones first) → sorted_token (token 0 for
+// the padding rows past N, so that a gather over every row stays in bounds) and slot_to_sorted
+// for every slot (−1 past N).
 template <class Ignored = void>
 __global__ void plan_finish(const std::int32_t* sorted_slot, index_t total, index_t slots, const std::int32_t* kept_rows,
                             std::int32_t* sorted_token, std::int32_t* slot_to_sorted) {
@@ -141,6 +142,7 @@ __global__ void plan_finish(const std::int32_t* sorted_slot, index_t total, inde
       sorted_token[i] = static_cast<std::int32_t>(s / slots);
       slot_to_sorted[s] = static_cast<std::int32_t>(i);
     } else {
+      sorted_token[i] = 0;
       slot_to_sorted[s] = -1;
     }
   }

@@ -28,7 +28,7 @@ void combine(const Policy& policy, const routing_plan<Policy>& plan, tensor_view
   using V = std::remove_cv_t<B>;
   static_assert(floating_dtype<V>, "jetmoe::routing::combine: the bias must be float, bf16 or half");
   check(plan.is_built(), "routing::combine: the plan has not been built");
-  check_shape(z, make_dims(plan.num_sorted_rows(), y.extent(1)), "routing::combine: expert outputs z (N, H)");
+  check_shape(z, make_dims(plan.max_sorted_rows(), y.extent(1)), "routing::combine: expert outputs z (R, H)");
   check_shape(y, make_dims(plan.num_tokens(), y.extent(1)), "routing::combine: output y (T, H)");
   check(bias.empty() || bias.extent(0) == y.extent(1), "routing::combine: bias has ", bias.extent(0),
         " entries for H = ", y.extent(1));

@@ -34,7 +34,7 @@ template <class Policy>
 void scatter_to_slots(const Policy& policy, const routing_plan<Policy>& plan, tensor_view<const float, 2> sorted,
                       tensor_view<float, 3> out) {
   check(plan.is_built(), "routing::scatter_to_slots: the plan has not been built");
-  check_shape(sorted, make_dims(plan.num_sorted_rows(), out.extent(2)), "routing::scatter_to_slots: sorted (N, D)");
+  check_shape(sorted, make_dims(plan.max_sorted_rows(), out.extent(2)), "routing::scatter_to_slots: sorted (R, D)");
   check_shape(out, make_dims(plan.num_tokens(), plan.slots_per_token(), out.extent(2)),
               "routing::scatter_to_slots: out (T, S, D)");
   dispatch_impl<Policy>::scatter_to_slots(policy, plan, sorted, out);

@@ -10,7 +10,8 @@
 // The input rows come either already in the plan's order (`expert_input::sorted`, e.g. after
 // routing::gather) or from any matrix read through an index (`expert_input::indexed`, e.g.
 // x (T, H) through plan.sorted_token()): the latter never materialises the full gathered
-// copy, only one tile of it at a time.
+// copy, only one tile of it at a time. Inputs and outputs have R = plan.max_sorted_rows() rows;
+// on a device plan rows N … R−1 are padding, neither read nor written.
 //
 // Work is cut into tiles of at most `tile_rows` rows of one expert, so the scratch (one tile
 // of input, hidden and activated rows) stays bounded whatever T is; each tile is a dense
@@ -63,27 +64,28 @@ void check_grouped(const char* who, const routing_plan<Policy>& plan, const expe
         " experts, the plan routes to ", plan.num_experts());
   check(in.rows.extent(1) == w.extent(2), who, ": input rows have ", in.rows.extent(1),
         " features, the expert weights ", w.extents(), " expect ", w.extent(2));
+  const index_t rows = plan.max_sorted_rows();  // R, the sorted arrays' size (N on a host policy)
   if (in.through_index)
-    check(in.index.extent(0) == plan.num_sorted_rows(), who, ": the row index has ", in.index.extent(0),
-          " entries for ", plan.num_sorted_rows(), " sorted rows");
+    check(in.index.extent(0) == rows, who, ": the row index has ", in.index.extent(0), " entries for ", rows,
+          " sorted rows");
   else
-    check(in.rows.extent(0) == plan.num_sorted_rows(), who, ": ", in.rows.extent(0), " sorted input rows for ",
-          plan.num_sorted_rows(), " sorted rows in the plan");
+    check(in.rows.extent(0) == rows, who, ": ", in.rows.extent(0), " sorted input rows for ", rows,
+          " sorted rows in the plan");
   check_shape(out, make_dims(out_rows_expected, out_width), who);
 }
 }  // namespace detail
 
-// ys: (N, out) = per-expert x · W[e]ᵀ, with w: (E, out, in).
+// ys: (R, out) = per-expert x · W[e]ᵀ, with w: (E, out, in).
 template <class Policy, class W>
 void grouped_linear(const Policy& policy, const routing_plan<Policy>& plan, const expert_input& in,
                     tensor_view<W, 3> w, tensor_view<float, 2> ys, expert_scratch<Policy>& scratch) {
   using V = std::remove_cv_t<W>;
   const tensor_view<const V, 3> weights = w;
-  detail::check_grouped("routing::grouped_linear", plan, in, weights, plan.num_sorted_rows(), ys, w.extent(1));
+  detail::check_grouped("routing::grouped_linear", plan, in, weights, plan.max_sorted_rows(), ys, w.extent(1));
   grouped_linear_impl<Policy>::linear(policy, plan, in, weights, ys, scratch);
 }
 
-// u: (N, I) = silu(h[:, :I]) ⊙ h[:, I:] with h = per-expert x · W[e]ᵀ, w: (E, 2I, in).
+// u: (R, I) = silu(h[:, :I]) ⊙ h[:, I:] with h = per-expert x · W[e]ᵀ, w: (E, 2I, in).
 template <class Policy, class W>
 void grouped_glu(const Policy& policy, const routing_plan<Policy>& plan, const expert_input& in, tensor_view<W, 3> w,
                  tensor_view<float, 2> u, expert_scratch<Policy>& scratch) {
@@ -91,11 +93,11 @@ void grouped_glu(const Policy& policy, const routing_plan<Policy>& plan, const e
   const tensor_view<const V, 3> weights = w;
   check(w.extent(1) % 2 == 0, "routing::grouped_glu: the weights ", w.extents(),
         " must have an even output width (gate half, then up half)");
-  detail::check_grouped("routing::grouped_glu", plan, in, weights, plan.num_sorted_rows(), u, w.extent(1) / 2);
+  detail::check_grouped("routing::grouped_glu", plan, in, weights, plan.max_sorted_rows(), u, w.extent(1) / 2);
   grouped_linear_impl<Policy>::glu(policy, plan, in, weights, u, scratch);
 }
 
-// z: (N, H) = per-expert W_out[e] · glu(W_in[e] · x); w_in: (E, 2I, H), w_out: (E, H, I).
+// z: (R, H) = per-expert W_out[e] · glu(W_in[e] · x); w_in: (E, 2I, H), w_out: (E, H, I).
 template <class Policy, class W>
 void grouped_glu_mlp(const Policy& policy, const routing_plan<Policy>& plan, const expert_input& in,
                      tensor_view<W, 3> w_in, tensor_view<W, 3> w_out, tensor_view<float, 2> z,
@@ -106,7 +108,7 @@ void grouped_glu_mlp(const Policy& policy, const routing_plan<Policy>& plan, con
         " must have an even output width (gate half, then up half)");
   check(w_out.extent(0) == w_in.extent(0) && w_out.extent(2) == w_in.extent(1) / 2, "routing::grouped_glu_mlp: ",
         "output weights ", w_out.extents(), " do not fit input weights ", w_in.extents(), " (expected (E, out, I))");
-  detail::check_grouped("routing::grouped_glu_mlp", plan, in, weights_in, plan.num_sorted_rows(), z, w_out.extent(1));
+  detail::check_grouped("routing::grouped_glu_mlp", plan, in, weights_in, plan.max_sorted_rows(), z, w_out.extent(1));
   grouped_linear_impl<Policy>::glu_mlp(policy, plan, in, weights_in, weights_out, z, scratch);
 }
 

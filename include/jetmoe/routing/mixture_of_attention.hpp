@@ -65,7 +65,7 @@ struct mixture_of_attention {
     ops::linear(policy, x, weights.router, logits);
 
     const routing_plan<Policy>& plan = plan_routing(policy, router, logits, top_k, ws.plan);
-    const tensor_view<float, 2> queries = ws.expert_out.matrix(policy, plan.num_sorted_rows(), width);  // (N, Dq)
+    const tensor_view<float, 2> queries = ws.expert_out.matrix(policy, plan.max_sorted_rows(), width);  // (R, Dq)
     grouped_linear(policy, plan, expert_input::indexed(x, plan.sorted_token()), weights.input_linear, queries,
                    ws.experts);
     scatter_to_slots(policy, plan, queries, q);
@@ -86,7 +86,7 @@ struct mixture_of_attention {
     check_shape(y, make_dims(tokens, hidden), "routing::mixture_of_attention::reduce: y (T, H)");
 
     const tensor_view<const float, 2> slot_rows = o.reshape(make_dims(tokens * slots_used, width));  // (T·S, Dq)
-    const tensor_view<float, 2> z = ws.expert_out.matrix(policy, plan.num_sorted_rows(), hidden);    // (N, H)
+    const tensor_view<float, 2> z = ws.expert_out.matrix(policy, plan.max_sorted_rows(), hidden);    // (R, H)
     grouped_linear(policy, plan, expert_input::indexed(slot_rows, plan.sorted_slot()), weights.output_linear, z,
                    ws.experts);
     combine(policy, plan, z, y, weights.bias);

@@ -70,10 +70,10 @@ struct moe_mlp {
     ops::linear(policy, x, weights.router, logits);
 
     const routing_plan<Policy>& plan = plan_routing(policy, router, logits, top_k, ws.plan);
-    const tensor_view<float, 2> z = ws.expert_out.matrix(policy, plan.num_sorted_rows(), hidden);  // (N, H)
+    const tensor_view<float, 2> z = ws.expert_out.matrix(policy, plan.max_sorted_rows(), hidden);  // (R, H)
     expert_input in = expert_input::indexed(x, plan.sorted_token());
     if (input == expert_input_path::gathered) {
-      const tensor_view<float, 2> gathered = ws.gathered.matrix(policy, plan.num_sorted_rows(), hidden);  // (N, H)
+      const tensor_view<float, 2> gathered = ws.gathered.matrix(policy, plan.max_sorted_rows(), hidden);  // (R, H)
       gather(policy, x, plan.sorted_token(), gathered);
       in = expert_input::sorted(gathered);
     }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "jetmoe/exec/cpu.hpp"
@@ -50,7 +51,9 @@ struct build_plan_impl<exec::cpu> {
         for (index_t t = 0; t < tokens; ++t)
           if (ids[t * slots + j] != no_expert) *order_end++ = static_cast<std::int32_t>(t * slots + j);
       if (capacity.policy == drop_policy::by_gate)
-        std::stable_sort(order, order_end, [&](std::int32_t a, std::int32_t b) { return gates[a] > gates[b]; });
+        std::stable_sort(order, order_end, [&](std::int32_t a, std::int32_t b) {  // larger first, NaN last
+          return !std::isnan(gates[a]) && (std::isnan(gates[b]) || gates[a] > gates[b]);
+        });
       std::fill(counts, counts + experts, 0);
       for (const std::int32_t* it = order; it != order_end; ++it) {
         const std::int32_t s = *it;
@@ -80,6 +83,7 @@ struct build_plan_impl<exec::cpu> {
     }
 
     plan.sorted_rows_ = rows;
+    plan.row_capacity_ = rows;
     plan.dropped_ = dropped;
     plan.empty_slots_ = empty;
     plan.capacity_ = capacity;

@@ -35,7 +35,7 @@ struct grouped_linear_impl<exec::cuda> {
     a.y = ys.data();
     a.ldy = std::max(ys.stride(0), ys.extent(1));
     check(ys.extent(1) <= 1 || ys.stride(1) == 1, "routing::grouped_linear: rows of the output must be contiguous");
-    ops::cuda_detail::launch_row_gemm(policy, a, false, plan.num_sorted_rows());
+    ops::cuda_detail::launch_row_gemm(policy, a, false, plan.max_sorted_rows());
   }
 
   template <class W>
@@ -45,7 +45,7 @@ struct grouped_linear_impl<exec::cuda> {
     a.y = u.data();
     a.ldy = std::max(u.stride(0), u.extent(1));
     check(u.extent(1) <= 1 || u.stride(1) == 1, "routing::grouped_glu: rows of the output must be contiguous");
-    ops::cuda_detail::launch_row_gemm(policy, a, true, plan.num_sorted_rows());
+    ops::cuda_detail::launch_row_gemm(policy, a, true, plan.max_sorted_rows());
   }
 
   template <class W>
@@ -53,7 +53,7 @@ struct grouped_linear_impl<exec::cuda> {
                       tensor_view<const W, 3> w_in, tensor_view<const W, 3> w_out, tensor_view<float, 2> z,
                       scratch_type& scratch) {
     check(z.extent(1) <= 1 || z.stride(1) == 1, "routing::grouped_glu_mlp: rows of the output must be contiguous");
-    const index_t rows = plan.num_sorted_rows(), inner = w_out.extent(2);  // N, I
+    const index_t rows = plan.max_sorted_rows(), inner = w_out.extent(2);  // R (N on the device), I
     if (rows == 0 || z.extent(1) == 0) return;
     const index_t window = std::min(rows, mlp_window_rows);
     const tensor_view<float, 2> activated = scratch.activated.matrix(policy, window, inner);  // (window, I)
@@ -107,9 +107,9 @@ struct grouped_linear_impl<exec::cuda> {
     a.status = policy.status();
     a.offsets = plan.offsets().data();
     a.segments = static_cast<int>(plan.num_experts());
-    a.rows = plan.num_sorted_rows();
+    a.rows = plan.max_sorted_rows();
     a.row_begin = 0;
-    a.row_end = plan.num_sorted_rows();
+    a.row_end = plan.max_sorted_rows();
     a.w = w.data();
     a.w_expert_stride = w.stride(0);
     a.w_row_stride = std::max(w.stride(1), w.extent(2));

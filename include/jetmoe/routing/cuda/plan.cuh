@@ -13,10 +13,12 @@
 // Workspace: the plan's own scratch array (grown to the largest call, then reused), so steady
 // state allocates nothing.
 //
-// The one host wait of the routing step happens here: the plan's row count N (and the dropped
-// and empty counts) are host integers that later shapes depend on, so the call copies them
-// back and synchronises the stream. That is also where an expert id outside [no_expert, E)
-// is thrown (found on the device; the plan is then not built).
+// Nothing here waits for the device: the row count N, the dropped and the empty counts stay in
+// the plan's summary array until a caller asks for one (routing_plan::settled), and consumers
+// size their arrays for the host bound max_sorted_rows(). So a routed layer queues all its work
+// without a host synchronisation and can be captured in a CUDA graph. An expert id outside
+// [no_expert, E) is recorded in the policy's error word (that slot is treated as empty) and
+// thrown by the next wait.
 #pragma once
 
 #include <cub/device/device_radix_sort.cuh>
@@ -78,9 +80,8 @@ struct build_plan_impl<exec::cuda> {
     constexpr index_t align = 64;  // int32 words = 256 bytes
     const auto words = [&](index_t n) { return (n + align - 1) / align * align; };
     const index_t arrays = capacity.is_limited() ? 8 : 3;
-    const index_t summary_words = words(4);
     const index_t temp_words = words(static_cast<index_t>((temp_bytes + 3) / 4));
-    std::int32_t* base = plan.scratch_.reserve(policy, arrays * words(total) + summary_words + temp_words);
+    std::int32_t* base = plan.scratch_.reserve(policy, arrays * words(total) + temp_words);
     std::int32_t* cursor = base;
     const auto take = [&](index_t n) {
       std::int32_t* piece = cursor;
@@ -90,7 +91,7 @@ struct build_plan_impl<exec::cuda> {
     std::int32_t* flat_keys = take(total);    // (T·S) expert or E, by flat slot
     std::int32_t* sorted_keys = take(total);  // (T·S) sort output keys
     std::int32_t* flat_values = take(total);  // (T·S) 0 … T·S−1
-    std::int32_t* summary = take(4);          // [assigned slots, kept rows N, dropped D, unused]
+    std::int32_t* summary = plan.summary_.reserve(policy, 4);  // [assigned slots, kept rows N, dropped D, unused]
     void* temp = take(static_cast<index_t>((temp_bytes + 3) / 4));
 
     constexpr int block = 256;
@@ -167,14 +168,13 @@ struct build_plan_impl<exec::cuda> {
       JETMOE_CUDA_CHECK(cudaMemsetAsync(offsets, 0, static_cast<std::size_t>(experts + 1) * sizeof(std::int32_t), stream));
     }
 
-    // The API boundary: N, D and the empty count become host integers.
-    std::int32_t host_summary[4] = {0, 0, 0, 0};
-    JETMOE_CUDA_CHECK(cudaMemcpyAsync(host_summary, summary, sizeof host_summary, cudaMemcpyDeviceToHost, stream));
-    policy.synchronize();  // waits, and throws a bad expert id found by plan_keys
-
-    plan.sorted_rows_ = host_summary[1];
-    plan.dropped_ = capacity.is_limited() ? host_summary[2] : 0;
-    plan.empty_slots_ = total - host_summary[0];
+    // N, D and the empty count stay on the device until asked for; R bounds N on the host.
+    index_t bound = total;
+    if (capacity.is_limited() && capacity.per_expert < total / std::max<index_t>(experts, 1) + 1)
+      bound = std::min(total, capacity.per_expert * experts);  // no overflow: per_expert·E ≤ total + E
+    plan.row_capacity_ = bound;
+    plan.policy_ = policy;
+    plan.counts_pending_ = true;
     plan.capacity_ = capacity;
     plan.built_ = true;
   }
