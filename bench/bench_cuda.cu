@@ -9,15 +9,17 @@
 //   floor/read_bandwidth     a read-only kernel over 1 GiB          → bytes/s (the GEMV floor)
 //   floor/gemm_bf16          cuBLAS bf16 GEMM 8192³, fp32 accumulate  → FLOP/s (the GEMM floor)
 //   router, plan, grouped_glu, grouped_linear, combine            the MoE stages
-//   moe_layer                routing::moe_mlp::forward (router GEMM, plan with its host read,
-//                            experts, combine)
+//   moe_layer                routing::moe_mlp::forward (router GEMM, plan, experts, combine),
+//                            queued kernel by kernel
+//   moe_layer_recorded       the same recorded once as a CUDA graph and replayed
 //   moa_map, moa_reduce      routing::mixture_of_attention's two halves
 //   generate/8b/B:b/P:p      the whole random-weight JetMoE-8B-shape model (bf16 weights) on the
 //                            GPU through generation::generate: a prefill of b×p tokens, then
 //                            128 greedy decode steps; host-clock times (generate returns after
 //                            the logits reach the host). Counters prefill_tok_s, decode_tok_s and
 //                            their floor fractions (bench/model_cost.hpp's bytes and FLOPs over
-//                            the floors below). B:1/P:2048 carries the issue's two model targets.
+//                            the floors below). B:1/P:2048 carries the issue's two model targets;
+//                            graph:1 replays each decode step as a CUDA graph, graph:0 does not.
 //
 // Counters: tokens; floor_us = max(weight bytes / read bandwidth, FLOPs / GEMM rate) for the
 // call; floor_frac = floor_us / measured time (1 = at the hardware floor).
@@ -258,7 +260,7 @@ void bm_grouped_glu(benchmark::State& state) {
   const index_t tokens = state.range(0);
   token_state s(tokens);
   const auto& plan = s.route();
-  tensor<float, 2, gpu_policy> u(gpu(), make_dims(plan.num_sorted_rows(), I));
+  tensor<float, 2, gpu_policy> u(gpu(), make_dims(plan.max_sorted_rows(), I));
   const auto in = routing::expert_input::indexed(s.x.view(), plan.sorted_token());
   const double mean = run_timed(state, true, [&] { routing::grouped_glu(gpu(), plan, in, weights().w_in.view(), u.view(), s.ws.experts); });
   set_counters(state, mean, tokens, expert_bytes(tokens, 2.0 * I * H * 2.0), 2.0 * tokens * K * 2 * I * H);
@@ -268,8 +270,8 @@ void bm_grouped_linear(benchmark::State& state) {
   const index_t tokens = state.range(0);
   token_state s(tokens);
   const auto& plan = s.route();
-  tensor<float, 2, gpu_policy> u = tensor<float, 2, gpu_policy>::zeros(gpu(), make_dims(plan.num_sorted_rows(), I));
-  tensor<float, 2, gpu_policy> z(gpu(), make_dims(plan.num_sorted_rows(), H));
+  tensor<float, 2, gpu_policy> u = tensor<float, 2, gpu_policy>::zeros(gpu(), make_dims(plan.max_sorted_rows(), I));
+  tensor<float, 2, gpu_policy> z(gpu(), make_dims(plan.max_sorted_rows(), H));
   const auto in = routing::expert_input::sorted(u.view());
   const double mean = run_timed(state, true,
             [&] { routing::grouped_linear(gpu(), plan, in, weights().w_out.view(), z.view(), s.ws.experts); });
@@ -280,7 +282,7 @@ void bm_combine(benchmark::State& state) {
   const index_t tokens = state.range(0);
   token_state s(tokens);
   const auto& plan = s.route();
-  tensor<float, 2, gpu_policy> z = tensor<float, 2, gpu_policy>::zeros(gpu(), make_dims(plan.num_sorted_rows(), H));
+  tensor<float, 2, gpu_policy> z = tensor<float, 2, gpu_policy>::zeros(gpu(), make_dims(plan.max_sorted_rows(), H));
   const double mean = run_timed(state, false, [&] {
     routing::combine(gpu(), plan, tensor_view<const float, 2>(z.view()), s.y.view(), weights().bias.view());
   });
@@ -293,6 +295,22 @@ void bm_moe_layer(benchmark::State& state) {
   const routing::moe_mlp<> moe{};
   const auto w = weights().mlp();
   const double mean = run_timed(state, true, [&] { moe.forward(gpu(), w, s.x.view(), s.y.view(), s.ws); });
+  set_counters(state, mean, tokens, E * H * 2.0 + expert_bytes(tokens, 3.0 * I * H * 2.0),
+               2.0 * tokens * (E * H + K * 3 * I * H));
+}
+
+// The same layer recorded once as a CUDA graph (exec::recorded_work) and replayed: what a
+// decode step pays per layer once launch overhead is gone (the plan no longer waits on the host).
+void bm_moe_layer_recorded(benchmark::State& state) {
+  const index_t tokens = state.range(0);
+  token_state s(tokens);
+  const routing::moe_mlp<> moe{};
+  const auto w = weights().mlp();
+  exec::recorded_work<gpu_policy> recorded;
+  const auto queue = [&] { moe.forward(gpu(), w, s.x.view(), s.y.view(), s.ws); };
+  recorded.run(gpu(), {1, 0, 0, 0}, queue);  // first sight: queued (sizes the workspace)
+  recorded.run(gpu(), {1, 0, 0, 0}, queue);  // second: recorded; every timed call replays
+  const double mean = run_timed(state, true, [&] { recorded.run(gpu(), {1, 0, 0, 0}, queue); });
   set_counters(state, mean, tokens, E * H * 2.0 + expert_bytes(tokens, 3.0 * I * H * 2.0),
                2.0 * tokens * (E * H + K * 3 * I * H));
 }
@@ -345,6 +363,7 @@ gpu_8b_model& model_8b() {
 void bm_generate_8b(benchmark::State& state) {
   const index_t batch = state.range(0), prompt = state.range(1), new_tokens = 129;
   gpu_8b_model& m = model_8b();
+  m.set_step_recording(state.range(2) != 0);  // decode steps replayed as a CUDA graph, or queued one by one
   const auto prompts = jetmoe_bench::random_prompts(batch, prompt, m.vocab_size());
   generation::generation_options options;
   options.max_new_tokens = new_tokens;  // greedy, no EOS: every row runs the full length
@@ -392,7 +411,7 @@ void register_all() {
   const std::pair<const char*, void (*)(benchmark::State&)> stages[] = {
       {"router", bm_router},         {"plan", bm_plan},           {"grouped_glu", bm_grouped_glu},
       {"grouped_linear", bm_grouped_linear}, {"combine", bm_combine}, {"moe_layer", bm_moe_layer},
-      {"moa_map", bm_moa_map},       {"moa_reduce", bm_moa_reduce},
+      {"moe_layer_recorded", bm_moe_layer_recorded}, {"moa_map", bm_moa_map}, {"moa_reduce", bm_moa_reduce},
   };
   for (const auto& [name, fn] : stages) {
     auto* b = benchmark::RegisterBenchmark(name, fn)->UseManualTime()->Unit(benchmark::kMicrosecond)->ArgName("T");
@@ -401,9 +420,10 @@ void register_all() {
   benchmark::RegisterBenchmark("generate/8b", bm_generate_8b)
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond)
-      ->ArgNames({"B", "P"})
-      ->Args({1, 2048})
-      ->Args({8, 128})
+      ->ArgNames({"B", "P", "graph"})
+      ->Args({1, 2048, 1})
+      ->Args({1, 2048, 0})
+      ->Args({8, 128, 1})
       ->Iterations(3);
 }
 

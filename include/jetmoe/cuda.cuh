@@ -12,6 +12,7 @@
 #pragma nv_diagnostic pop
 
 #include "jetmoe/exec/cuda.cuh"
+#include "jetmoe/exec/cuda_graph.cuh"
 
 #include "jetmoe/ops/cuda/activations.cuh"
 #include "jetmoe/ops/cuda/attention.cuh"

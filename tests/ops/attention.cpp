@@ -8,6 +8,7 @@
 
 #include <cfloat>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "op_test_support.hpp"
@@ -143,6 +144,49 @@ TEST_CASE("attention reads K and V through strided cache views", "[ops][attentio
   options.q_offset = used - q_len;
   ops::attention(op_test::two_threads, q, k, v, out.view(), options);
   check_attention(q, k, v, std::as_const(out).view(), options, ops::kv_head_modulo{});
+}
+
+TEST_CASE("attention with a key count attends over the first K keys of a whole cache", "[ops][attention]") {
+  // A (B, C, Hkv, D) store of which K positions hold data; the queries are the last Tq of them.
+  const index_t batch = 2, capacity = 12, kv_heads = 2, q_heads = 4, head_dim = 8;
+  std::mt19937 rng(82);
+  tensor<float, 4> k({batch, capacity, kv_heads, head_dim}), v({batch, capacity, kv_heads, head_dim});
+  op_test::fill_normal(k.view(), rng);
+  op_test::fill_normal(v.view(), rng);
+  tensor<std::uint8_t, 2> mask = tensor<std::uint8_t, 2>::zeros({batch, capacity});  // (B, C)
+  for (index_t j = 0; j < capacity; ++j) mask(0, j) = mask(1, j) = 1;
+  mask(1, 0) = 0;  // row 1 left-padded by one position
+  for (const index_t q_len : {1, 3}) {
+    for (const std::int32_t count : {3, 7, 12}) {
+      INFO("Tq = " << q_len << ", K = " << count);
+      tensor<float, 4> q({batch, q_len, q_heads, head_dim}), out({batch, q_len, q_heads, head_dim});
+      op_test::fill_normal(q.view(), rng);
+      ops::attention_options options;
+      options.scale = 0.3f;
+      options.q_offset = 12345;  // ignored when a key count is given
+      options.key_mask = std::as_const(mask).view();
+      options.key_count = &count;
+      ops::attention(op_test::two_threads, std::as_const(q).view(), std::as_const(k).view(), std::as_const(v).view(),
+                     out.view(), options);
+      // The reference sees only the first K keys, with the queries at K − Tq.
+      ops::attention_options plain;
+      plain.scale = options.scale;
+      plain.q_offset = count - q_len;
+      plain.key_mask = std::as_const(mask).view().slice(1, 0, count);
+      check_attention(std::as_const(q).view(), std::as_const(k).view().slice(1, 0, count),
+                      std::as_const(v).view().slice(1, 0, count), std::as_const(out).view(), plain,
+                      ops::kv_head_modulo{});
+    }
+  }
+  // A count outside [Tq, Tk] is an error, not a read past the cache.
+  tensor<float, 4> q({batch, 2, q_heads, head_dim}), out({batch, 2, q_heads, head_dim});
+  for (const std::int32_t bad : {1, 13}) {
+    ops::attention_options options;
+    options.key_count = &bad;
+    REQUIRE_THROWS_WITH(ops::attention(op_test::two_threads, std::as_const(q).view(), std::as_const(k).view(),
+                                       std::as_const(v).view(), out.view(), options),
+                        Catch::Contains("key_count " + std::to_string(bad)));
+  }
 }
 
 TEST_CASE("attention gives the same bits for any thread count", "[ops][attention]") {

@@ -35,6 +35,7 @@
 #include <string>
 #include <type_traits>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "jetmoe/core/error.hpp"
@@ -126,7 +127,9 @@ class device_memory_pool {
     }
     void* ptr = nullptr;
     cudaError_t status = cudaMalloc(&ptr, size);
-    if (status == cudaErrorMemoryAllocation) {
+    // Out of memory: give the cached blocks back and retry — except while a graph is being
+    // recorded, where the device-wide synchronisation that needs would break the capture.
+    if (status == cudaErrorMemoryAllocation && !holding_) {
       cudaGetLastError();  // clear the error, give the cached blocks back, try once more
       release_cached_locked();
       status = cudaMalloc(&ptr, size);
@@ -150,9 +153,44 @@ class device_memory_pool {
     if (found == live_.end()) return;  // not ours (or freed twice): never hand it out again
     const std::size_t size = found->second;
     live_.erase(found);
+    if (holding_) {  // a graph is being recorded with this address in it: keep it out of reach
+      held_.push_back(held_block{ptr, size});
+      return;
+    }
     free_[size].push_back(block{ptr, stream, false});
     stats_.bytes_in_use -= size;
     stats_.bytes_cached += size;
+  }
+
+  // ---- holding blocks for a CUDA graph ----
+  // A recorded graph has the address of every buffer it touched baked in, temporaries freed
+  // during the recording included. Between begin_hold and end_hold, freed blocks are set aside
+  // instead of going back to the free lists; end_hold hands them to the graph, which returns
+  // them with give_back when it is destroyed. One hold per pool at a time; blocks that other
+  // streams free meanwhile are held too (kept a little longer, never handed out wrongly).
+  struct held_block {
+    void* ptr;
+    std::size_t size;  // size class
+  };
+  void begin_hold() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    check(!holding_, "jetmoe::exec::cuda: a graph is already being recorded on this memory pool");
+    holding_ = true;
+  }
+  std::vector<held_block> end_hold() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    holding_ = false;
+    return std::exchange(held_, {});
+  }
+  // Work queued on `stream` may still use the blocks: they serve that stream again at once and
+  // others once it has been synchronised, like any block freed on it.
+  void give_back(const std::vector<held_block>& blocks, cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const held_block& b : blocks) {
+      free_[b.size].push_back(block{b.ptr, stream, false});
+      stats_.bytes_in_use -= b.size;
+      stats_.bytes_cached += b.size;
+    }
   }
 
   // Call after synchronising `stream`: its freed blocks may then serve any stream.
@@ -191,6 +229,8 @@ class device_memory_pool {
 
   mutable std::mutex mutex_;
   int device_;
+  bool holding_ = false;
+  std::vector<held_block> held_;  // freed during the open hold, in use by the graph being recorded
   std::unordered_map<std::size_t, std::vector<block>> free_;  // size class → free blocks
   std::unordered_map<void*, std::size_t> live_;               // handed-out block → its size class
   statistics stats_{};
@@ -360,6 +400,9 @@ struct cuda {
       case kernels::bad_gather_index:
         return detail::concat("routing::gather: index ", s.value, " at ", s.where, " is outside the ", s.bound,
                               " input rows (found on the device; that row was zeroed)");
+      case kernels::bad_position:
+        return detail::concat("ops::copy_to_positions: end position ", s.value, " read on the device is outside the ",
+                              s.bound, " positions of the destination (found on the device; nothing was written)");
       case kernels::bad_expert_id:
         return detail::concat("routing::build_plan: slot ", s.where, " names expert ", s.value, ", outside [0, ",
                               s.bound, ")");
@@ -371,7 +414,10 @@ struct cuda {
  private:
   static void init_status(cuda_detail::context& ctx) {
     JETMOE_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ctx.status), sizeof(kernels::device_status)));
-    JETMOE_CUDA_CHECK(cudaMemset(ctx.status, 0, sizeof(kernels::device_status)));
+    // On the context's stream, and waited for: a non-blocking stream does not wait for the
+    // legacy default stream, so a plain cudaMemset could land after the first report().
+    JETMOE_CUDA_CHECK(cudaMemsetAsync(ctx.status, 0, sizeof(kernels::device_status), ctx.stream));
+    JETMOE_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
     JETMOE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&ctx.status_host), sizeof(kernels::device_status)));
   }
 
@@ -421,8 +467,10 @@ void device_copy(const cuda& policy, tensor_view<const T, Rank> src, tensor_view
 
 }  // namespace cuda_detail
 
-// host (any strides) → device view (contiguous), queued on the stream. The host memory may be
-// reused as soon as this returns (the runtime stages pageable memory before returning).
+// host (any strides) → device view (contiguous), queued on the stream. Pageable host memory may
+// be reused as soon as this returns (the runtime stages it before returning); pinned memory
+// (cudaMallocHost) is read later, by the copy itself, so keep it unchanged until the stream
+// has passed this point.
 template <class T, std::size_t Rank>
 void copy_to_device(const cuda& policy, tensor_view<const T, Rank> host, tensor_view<T, Rank> device) {
   check(host.extents() == device.extents(), "exec::copy_to_device: host ", host.extents(), " and device ",

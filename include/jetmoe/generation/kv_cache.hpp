@@ -5,8 +5,15 @@
 // positions hold real tokens (0 for left padding), so batched prompts of different lengths
 // share one cache. Keys and values live in the policy's memory; the mask is written on the
 // host and, for a device policy, mirrored to the device a window at a time.
+//
+// Two ways to address it. By host length: key_slots / keys / key_mask give windows that end at
+// length() + count. Or position-free, for work queued once and replayed (a decode step in a
+// CUDA graph): key_store / value_store / full_key_mask view every position, and end_of_step()
+// points at the count length() + count in the policy's memory, which reserve_positions writes
+// and which ops::copy_to_positions and ops::attention (key_count) read when they run.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -21,8 +28,13 @@ class kv_cache {
  public:
   kv_cache() = default;
   kv_cache(const Policy& policy, int layers, index_t batch, index_t kv_heads, index_t capacity, index_t head_dim)
-      : policy_(policy), capacity_(capacity), mask_(tensor<std::uint8_t, 2>::zeros(make_dims(batch, capacity))) {
+      : policy_(policy),
+        capacity_(capacity),
+        mask_(tensor<std::uint8_t, 2>::zeros(make_dims(batch, capacity))),
+        end_of_step_(tensor<std::int32_t, 1, Policy>::zeros(policy, make_dims(1))),
+        serial_(next_serial()) {
     check(capacity > 0, "kv_cache: capacity must be positive");
+    check(capacity < (index_t{1} << 31), "kv_cache: capacity ", capacity, " exceeds 32-bit positions");
     if constexpr (!Policy::is_host) device_mask_ = tensor<std::uint8_t, 2, Policy>::zeros(policy, make_dims(batch, capacity));
     for (int l = 0; l < layers; ++l) {
       keys_.emplace_back(policy, make_dims(batch, kv_heads, capacity, head_dim));  // (B, Hkv, C, D)
@@ -34,6 +46,8 @@ class kv_cache {
   index_t capacity() const { return capacity_; }
   index_t batch() const { return mask_.extent(0); }
   int layers() const { return static_cast<int>(keys_.size()); }
+  // Tells caches apart for the lifetime of the process (a new cache may reuse an old address).
+  std::uint64_t serial() const { return serial_; }
 
   // Makes room for `count` new positions; `real` (B, count) says which are tokens (1) or padding (0).
   void reserve_positions(index_t count, tensor_view<const std::uint8_t, 2> real) {
@@ -48,6 +62,8 @@ class kv_cache {
         copy_to_device(policy_, host.select(b).slice(0, length_, length_ + count),
                        device_mask_.view().select(b).slice(0, length_, length_ + count));
     }
+    const std::int32_t end = static_cast<std::int32_t>(length_ + count);
+    copy_to_device(policy_, make_view<const std::int32_t>(&end, 1), end_of_step_.view());
   }
   // Marks the positions reserved above as written by every layer.
   void commit_positions(index_t count) { length_ += count; }
@@ -58,13 +74,16 @@ class kv_cache {
   // (B, S, Hkv, D) views of everything cached so far plus `count` reserved positions.
   tensor_view<const float, 4> keys(int layer, index_t count) { return window(keys_.at(layer), 0, length_ + count); }
   tensor_view<const float, 4> values(int layer, index_t count) { return window(values_.at(layer), 0, length_ + count); }
+  // Position-free views: (B, C, Hkv, D) every position, and the (B, C) mask of all of them.
+  tensor_view<float, 4> key_store(int layer) { return window(keys_.at(layer), 0, capacity_); }
+  tensor_view<float, 4> value_store(int layer) { return window(values_.at(layer), 0, capacity_); }
+  tensor_view<const std::uint8_t, 2> full_key_mask() const { return key_mask_of(capacity_); }
+  // (1) in the policy's memory: length() + the positions reserved last, i.e. where the step
+  // being run ends. Valid from reserve_positions until the next one.
+  const std::int32_t* end_of_step() const { return end_of_step_.data(); }
+
   // (B, S) mask over the same positions, where the policy's attention reads it.
-  tensor_view<const std::uint8_t, 2> key_mask(index_t count) const {
-    if constexpr (Policy::is_host)
-      return tensor_view<const std::uint8_t, 2>(mask_.view()).slice(1, 0, length_ + count);
-    else
-      return tensor_view<const std::uint8_t, 2>(device_mask_.view()).slice(1, 0, length_ + count);
-  }
+  tensor_view<const std::uint8_t, 2> key_mask(index_t count) const { return key_mask_of(length_ + count); }
 
   void clear() {
     length_ = 0;
@@ -76,6 +95,17 @@ class kv_cache {
   static tensor_view<float, 4> window(tensor<float, 4, Policy>& store, index_t begin, index_t end) {
     return store.view().slice(2, begin, end).transpose(1, 2);  // (B, Hkv, S, D) → (B, S, Hkv, D)
   }
+  // (B, end) of the mask where the policy's attention reads it.
+  tensor_view<const std::uint8_t, 2> key_mask_of(index_t end) const {
+    if constexpr (Policy::is_host)
+      return tensor_view<const std::uint8_t, 2>(mask_.view()).slice(1, 0, end);
+    else
+      return tensor_view<const std::uint8_t, 2>(device_mask_.view()).slice(1, 0, end);
+  }
+  static std::uint64_t next_serial() {
+    static std::atomic<std::uint64_t> counter{0};
+    return ++counter;
+  }
 
   Policy policy_{};
   index_t capacity_ = 0;
@@ -84,6 +114,8 @@ class kv_cache {
   std::vector<tensor<float, 4, Policy>> values_;  // per layer (B, Hkv, C, D)
   tensor<std::uint8_t, 2> mask_;                  // (B, C), host
   tensor<std::uint8_t, 2, Policy> device_mask_;   // (B, C), a device policy's copy of mask_ (empty on the CPU)
+  tensor<std::int32_t, 1, Policy> end_of_step_;   // (1) length_ + reserved count, in the policy's memory
+  std::uint64_t serial_ = 0;                      // 0: a default-constructed cache
 };
 
 }  // namespace jetmoe::generation

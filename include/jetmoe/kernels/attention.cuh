@@ -10,7 +10,8 @@
 //    4 keys per step; lanes split the head dimension, so every key row is read coalesced. Each
 //    warp keeps a running state, the block merges its warps, attention_decode_merge the splits.
 // Both: key j is visible to query i iff (not causal or j ≤ q_offset + i) and key_mask[b, j] ≠ 0;
-// a query that sees no key writes zeros (the CPU backend's rule).
+// a query that sees no key writes zeros (the CPU backend's rule). With a key count on the device
+// (attention_args::key_count) the key range and q_offset come from it when the kernel runs.
 #pragma once
 
 #include <cstdint>
@@ -30,7 +31,22 @@ struct attention_args {
   float scale;
   long long q_offset;
   bool causal;
+  const std::int32_t* key_count;  // (1) device memory or null: see ops::attention_options::key_count
 };
+
+// The key range every query of a call may see, and where query 0 sits: from the extents and
+// q_offset, or, with a key count on the device, from that count (read when the kernel runs).
+struct visible_keys {
+  index_t length;       // keys past this are never visible
+  long long q_offset;   // query i sits at key position q_offset + i
+};
+__device__ __forceinline__ visible_keys visible_keys_of(const attention_args& a) {
+  const index_t k_len = a.k.extent(1);
+  if (a.key_count == nullptr) return {k_len, a.q_offset};
+  index_t count = *a.key_count;
+  count = count < 0 ? 0 : (count > k_len ? k_len : count);
+  return {count, static_cast<long long>(count - a.q.extent(1))};
+}
 
 inline constexpr int attention_key_chunk = 32;
 inline constexpr int attention_warps = 4;
@@ -57,7 +73,10 @@ __global__ void __launch_bounds__(attention_warps * 32) attention_tiles(const at
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const index_t b = blockIdx.z, h = blockIdx.y, q0 = static_cast<index_t>(blockIdx.x) * attention_query_tile;
-  const index_t q_len = a.q.extent(1), k_len = a.k.extent(1);
+  const index_t q_len = a.q.extent(1);
+  const visible_keys range = visible_keys_of(a);
+  const index_t k_len = range.length;
+  const long long q_offset = range.q_offset;
   const int q_heads = static_cast<int>(a.q.extent(2)), kv_heads = static_cast<int>(a.k.extent(2));
   const index_t g = kv_head_of(static_cast<int>(h), q_heads, kv_heads);
   const bool has_mask = a.key_mask.data() != nullptr;
@@ -72,7 +91,7 @@ __global__ void __launch_bounds__(attention_warps * 32) attention_tiles(const at
   const index_t last_query = (q0 + attention_query_tile < q_len ? q0 + attention_query_tile : q_len) - 1;
   index_t key_end = k_len;
   if (a.causal) {
-    key_end = a.q_offset + last_query + 1;
+    key_end = q_offset + last_query + 1;
     key_end = key_end < 0 ? 0 : (key_end > k_len ? k_len : key_end);
   }
 
@@ -107,7 +126,7 @@ __global__ void __launch_bounds__(attention_warps * 32) attention_tiles(const at
       const index_t i = q0 + qi;
       if (i >= q_len) continue;  // warp-uniform
       const index_t key = c0 + lane;
-      const bool visible = visible_key[lane] != 0 && (!a.causal || key <= a.q_offset + i);
+      const bool visible = visible_key[lane] != 0 && (!a.causal || key <= q_offset + i);
       float score = -std::numeric_limits<float>::infinity();
       if (visible) {
         const float* query = qs + qi * head_dim;
@@ -179,7 +198,8 @@ __global__ void __launch_bounds__(attention_decode_warps * 32) attention_decode(
   const int split = blockIdx.x;
   const index_t i = 0, h = blockIdx.y, b = blockIdx.z;
   const int head_dim = static_cast<int>(a.q.extent(3));
-  const index_t k_len = a.k.extent(1);
+  const visible_keys range = visible_keys_of(a);
+  const index_t k_len = range.length;
   const index_t g = kv_head_of(static_cast<int>(h), static_cast<int>(a.q.extent(2)), static_cast<int>(a.k.extent(2)));
   const bool has_mask = a.key_mask.data() != nullptr;
 
@@ -191,9 +211,10 @@ __global__ void __launch_bounds__(attention_decode_warps * 32) attention_decode(
   }
   index_t key_end = k_len;
   if (a.causal) {
-    key_end = a.q_offset + i + 1;
+    key_end = range.q_offset + i + 1;
     key_end = key_end < 0 ? 0 : (key_end > k_len ? k_len : key_end);
   }
+  // Splits share out the keys visible now (a count read on the device moves with each replay).
   const index_t chunk = (key_end + partials.splits - 1) / partials.splits;
   const index_t first_key = split * chunk;
   const index_t last_key = first_key + chunk < key_end ? first_key + chunk : key_end;

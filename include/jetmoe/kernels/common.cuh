@@ -26,6 +26,7 @@ enum device_error_code : unsigned int {
   bad_embedding_id = 1,  // where = position, value = id, bound = vocabulary size
   bad_gather_index = 2,  // where = output row, value = index, bound = input rows
   bad_expert_id = 3,     // where = flat slot, value = expert id, bound = experts
+  bad_position = 4,      // where = 0, value = end position read on the device, bound = positions
 };
 
 struct device_status {

@@ -26,6 +26,13 @@ struct attention_options {
   bool causal = true;             // key j is visible to query i iff j ≤ q_offset + i
   // Optional (B, Tk) mask, nonzero = attend. A query that sees no key outputs zeros.
   tensor_view<const std::uint8_t, 2> key_mask{};
+  // Optional: where the policy computes (device memory on a device policy), the count K of
+  // keys that hold data, read when the work runs rather than when it is queued. Keys K … Tk−1
+  // are invisible and the queries are the last Tq of the K positions (q_offset = K − Tq; the
+  // field above is then ignored). With k and v viewing a whole KV cache, one queued decode
+  // step is right at every length, so it can be captured once in a CUDA graph and replayed.
+  // K must lie in [Tq, Tk]: a host policy checks it, a device clamps it into [0, Tk].
+  const std::int32_t* key_count = nullptr;
 };
 
 template <class Policy>

@@ -16,6 +16,15 @@
 // every MoA and MoE block of the model follows. Inputs (ids, masks) and results (logits, the
 // trace) are host memory whatever the policy; weights, activations and the KV cache live where
 // the policy computes, and the model moves data across through exec's transfer calls.
+//
+// A forward pass is two halves. The host half checks the inputs and stages them (ids,
+// positions, the cache's mask and end position) into the policy's memory. The queued half —
+// every layer — reads only buffers, never a host-side length: the cache is addressed through
+// its end position on the device (ops::copy_to_positions, ops::attention's key_count). So a
+// one-token step with no trace is the same queued work at every length, and a policy that can
+// record work (exec::recorded_work; exec::cuda records a CUDA graph) records it once per batch
+// and cache (at the second such step) and replays it for every later token. Any other forward drops the recording, since
+// it may move the buffers the recording uses.
 #pragma once
 
 #include <cmath>
@@ -25,6 +34,7 @@
 #include <vector>
 
 #include "jetmoe/core/tensor.hpp"
+#include "jetmoe/exec/graph.hpp"
 #include "jetmoe/exec/transfer.hpp"
 #include "jetmoe/generation/kv_cache.hpp"
 #include "jetmoe/io/checkpoint.hpp"
@@ -107,6 +117,17 @@ class model {
   // S: query slots per token (k for top-k routers), so the attention has S·Hkv query heads.
   index_t slots() const { return attention_.slots(config_.num_experts); }
 
+  // Whether one-token steps are recorded and replayed (on by default; no effect where the
+  // policy records nothing, as on the CPU). Off: every step is queued kernel by kernel.
+  void set_step_recording(bool on) {
+    record_steps_ = on;
+    if (!on) step_.forget();
+  }
+  bool step_recording() const { return record_steps_; }
+  // Whether a recorded step is held now (on exec::cuda: from the second one-token step of a
+  // batch and cache on, until another kind of forward).
+  bool has_recorded_step() const { return step_.has_recording(); }
+
   // A KV cache for `batch` rows of up to `capacity` positions (default: the context length).
   cache_type make_cache(index_t batch, index_t capacity = 0) const {
     if (capacity == 0) capacity = config_.max_position_embeddings;
@@ -124,9 +145,7 @@ class model {
   // New tokens sit at positions cache.length() … cache.length() + T − 1.
   tensor_view<const float, 2> forward(tensor_view<const std::int64_t, 2> input_ids, tensor_view<const std::uint8_t, 2> real,
                                       cache_type& cache, forward_trace* trace = nullptr) {
-    const index_t B = input_ids.extent(0), T = input_ids.extent(1), N = B * T;
-    const index_t H = config_.hidden_size, E = config_.num_experts, Hkv = config_.num_kv_heads;
-    const index_t D = config_.kv_channels, Dq = config_.query_width(), S = slots();
+    const index_t B = input_ids.extent(0), T = input_ids.extent(1), N = B * T, H = config_.hidden_size;
     check(B > 0 && T > 0, "jetmoe::model::forward: empty input ", input_ids.extents());
     check(input_ids.is_contiguous(), "jetmoe::model::forward: input_ids must be contiguous");
     // Checked here, on the host, for every policy: a device would only report a bad id at its
@@ -148,7 +167,7 @@ class model {
     }
     check_shape(real, make_dims(B, T), "jetmoe::model::forward: attention mask (B, T)");
     const index_t past = cache.length();
-    cache.reserve_positions(T, real);
+    cache.reserve_positions(T, real);  // also stages the step's end position, past + T
 
     positions_.resize(static_cast<std::size_t>(N));
     for (index_t b = 0; b < B; ++b)
@@ -156,68 +175,18 @@ class model {
     // Where the ops read them: the host views themselves on the CPU, device copies otherwise.
     const auto positions = staged(policy_, make_view<const std::int64_t>(positions_.data(), N), device_positions_);  // (B·T)
     const auto ids = staged(policy_, input_ids.reshape(make_dims(N)), device_ids_);  // (B·T)
+    const tensor_view<float, 2> out = final_.matrix(policy_, N, H);  // (B·T, H)
 
     if (trace) trace->clear();
-    const tensor_view<float, 2> x = x_.matrix(policy_, N, H);      // (B·T, H) the residual stream
-    const tensor_view<float, 2> normed = normed_.matrix(policy_, N, H);  // (B·T, H)
-    const tensor_view<float, 2> y = y_.matrix(policy_, N, H);      // (B·T, H) a block's output
-    const tensor_view<float, 3> q = q_.cube(policy_, N, S, Dq);    // (B·T, S, Dq) queries, slot-major
-    const tensor_view<float, 3> o = o_.cube(policy_, N, S, Dq);    // (B·T, S, Dq) attention output
-    const tensor_view<float, 2> kv = kv_.matrix(policy_, N, 2 * Dq);  // (B·T, 2·Dq) keys then values
-
-    ops::embedding(policy_, weights_.embed_tokens.view(), ids, x);
-    if (trace && trace->keep_hidden_states) trace->hidden_states.push_back(snapshot(x));
-
-    // Views of the same buffers in the shapes attention and RoPE want.
-    const tensor_view<float, 3> q_heads = q.reshape(make_dims(N, S * Hkv, D));        // (B·T, S·Hkv, D)
-    const tensor_view<float, 4> q_attn = q.reshape(make_dims(B, T, S * Hkv, D));      // (B, T, S·Hkv, D)
-    const tensor_view<float, 4> o_attn = o.reshape(make_dims(B, T, S * Hkv, D));      // (B, T, S·Hkv, D)
-    const tensor_view<float, 3> k_new(kv.data(), make_dims(N, Hkv, D), make_dims(2 * Dq, D, 1));       // (B·T, Hkv, D)
-    const tensor_view<float, 4> k_rows(kv.data(), make_dims(B, T, Hkv, D), make_dims(T * 2 * Dq, 2 * Dq, D, 1));
-    const tensor_view<float, 4> v_rows(kv.data() + Dq, make_dims(B, T, Hkv, D), make_dims(T * 2 * Dq, 2 * Dq, D, 1));
-
-    ops::attention_options attention_options;
-    attention_options.scale = 1.0f / std::sqrt(static_cast<float>(D));
-    attention_options.q_offset = past;
-    attention_options.causal = true;
-    attention_options.key_mask = cache.key_mask(T);
-    const float theta = static_cast<float>(config_.rope_theta);
-
-    for (index_t l = 0; l < config_.num_layers; ++l) {
-      const layer_weights<W, Policy>& lw = weights_.layers[static_cast<std::size_t>(l)];
-      const int layer = static_cast<int>(l);
-
-      // ---- mixture of attention heads ----
-      ops::rms_norm(policy_, x, lw.input_norm.view(), layer_norm_eps, normed);
-      const tensor_view<float, 2> attention_logits = router_logits_slot(trace, N, E);  // (B·T, E) or empty
-      const auto& attention_plan = attention_.map(policy_, lw.moa(), normed, q, workspace_, attention_logits);
-      if (attention_logits.data()) trace->attention_router_logits.push_back(snapshot(attention_logits));
-      if (trace && trace->keep_expert_counts) trace->attention_expert_counts.push_back(counts_of(attention_plan));
-      ops::linear(policy_, normed, lw.kv_proj.view(), kv);
-      ops::rope(policy_, q_heads, positions, theta);
-      ops::rope(policy_, k_new, positions, theta);
-      ops::copy<Policy, 4>(policy_, k_rows, cache.key_slots(layer, T));
-      ops::copy<Policy, 4>(policy_, v_rows, cache.value_slots(layer, T));
-      ops::attention(policy_, q_attn, cache.keys(layer, T), cache.values(layer, T), o_attn, attention_options,
-                     ops::kv_head_modulo{});
-      attention_.reduce(policy_, lw.moa(), attention_plan, o, y, workspace_);
-      ops::add_inplace(policy_, x, y);
-
-      // ---- mixture of MLP experts ----
-      ops::rms_norm(policy_, x, lw.post_attention_norm.view(), layer_norm_eps, normed);
-      const tensor_view<float, 2> mlp_logits = router_logits_slot(trace, N, E);  // (B·T, E) or empty
-      const auto& mlp_plan = mlp_.forward(policy_, lw.mlp(), normed, y, workspace_, mlp_logits);
-      if (mlp_logits.data()) trace->mlp_router_logits.push_back(snapshot(mlp_logits));
-      if (trace && trace->keep_expert_counts) trace->mlp_expert_counts.push_back(counts_of(mlp_plan));
-      ops::add_inplace(policy_, x, y);
-
-      if (trace && trace->keep_hidden_states && l + 1 < config_.num_layers) trace->hidden_states.push_back(snapshot(x));
+    const auto queue_layers = [&] { run_layers(ids, positions, B, T, cache, out, trace); };
+    if (record_steps_ && T == 1 && trace == nullptr) {
+      // Same batch, same cache (and so the same capacity), same buffers: the same queued work.
+      step_.run(policy_, exec::recording_key{static_cast<std::uint64_t>(B), cache.serial(), 0, 0}, queue_layers);
+    } else {
+      step_.forget();  // this call may grow (move) buffers that a recording points into
+      queue_layers();
     }
     cache.commit_positions(T);
-
-    const tensor_view<float, 2> out = final_.matrix(policy_, N, H);  // (B·T, H)
-    ops::rms_norm(policy_, x, weights_.final_norm.view(), static_cast<float>(config_.rms_norm_eps), out);
-    if (trace && trace->keep_hidden_states) trace->hidden_states.push_back(snapshot(out));
     return out;
   }
 
@@ -259,6 +228,77 @@ class model {
   }
 
  private:
+  // The queued half of forward: every layer and the final norm into `out`, for B rows of T new
+  // tokens whose ids and positions are staged in policy memory and whose cache window has been
+  // reserved. Reads nothing that changes between steps on the host, so a one-token step (no
+  // trace) can be recorded and replayed: the cache is addressed through cache.end_of_step().
+  void run_layers(tensor_view<const std::int64_t, 1> ids, tensor_view<const std::int64_t, 1> positions, index_t B,
+                  index_t T, cache_type& cache, tensor_view<float, 2> out, forward_trace* trace) {
+    const index_t N = B * T;
+    const index_t H = config_.hidden_size, E = config_.num_experts, Hkv = config_.num_kv_heads;
+    const index_t D = config_.kv_channels, Dq = config_.query_width(), S = slots();
+    const tensor_view<float, 2> x = x_.matrix(policy_, N, H);      // (B·T, H) the residual stream
+    const tensor_view<float, 2> normed = normed_.matrix(policy_, N, H);  // (B·T, H)
+    const tensor_view<float, 2> y = y_.matrix(policy_, N, H);      // (B·T, H) a block's output
+    const tensor_view<float, 3> q = q_.cube(policy_, N, S, Dq);    // (B·T, S, Dq) queries, slot-major
+    const tensor_view<float, 3> o = o_.cube(policy_, N, S, Dq);    // (B·T, S, Dq) attention output
+    const tensor_view<float, 2> kv = kv_.matrix(policy_, N, 2 * Dq);  // (B·T, 2·Dq) keys then values
+
+    ops::embedding(policy_, weights_.embed_tokens.view(), ids, x);
+    if (trace && trace->keep_hidden_states) trace->hidden_states.push_back(snapshot(x));
+
+    // Views of the same buffers in the shapes attention and RoPE want.
+    const tensor_view<float, 3> q_heads = q.reshape(make_dims(N, S * Hkv, D));        // (B·T, S·Hkv, D)
+    const tensor_view<float, 4> q_attn = q.reshape(make_dims(B, T, S * Hkv, D));      // (B, T, S·Hkv, D)
+    const tensor_view<float, 4> o_attn = o.reshape(make_dims(B, T, S * Hkv, D));      // (B, T, S·Hkv, D)
+    const tensor_view<float, 3> k_new(kv.data(), make_dims(N, Hkv, D), make_dims(2 * Dq, D, 1));       // (B·T, Hkv, D)
+    const tensor_view<float, 4> k_rows(kv.data(), make_dims(B, T, Hkv, D), make_dims(T * 2 * Dq, 2 * Dq, D, 1));
+    const tensor_view<float, 4> v_rows(kv.data() + Dq, make_dims(B, T, Hkv, D), make_dims(T * 2 * Dq, 2 * Dq, D, 1));
+
+    // The whole cache is attended to; its end position (read where the work runs) says how many
+    // keys hold data, and the new queries are its last T.
+    ops::attention_options attention_options;
+    attention_options.scale = 1.0f / std::sqrt(static_cast<float>(D));
+    attention_options.causal = true;
+    attention_options.key_mask = cache.full_key_mask();  // (B, C)
+    attention_options.key_count = cache.end_of_step();
+    const float theta = static_cast<float>(config_.rope_theta);
+
+    for (index_t l = 0; l < config_.num_layers; ++l) {
+      const layer_weights<W, Policy>& lw = weights_.layers[static_cast<std::size_t>(l)];
+      const int layer = static_cast<int>(l);
+
+      // ---- mixture of attention heads ----
+      ops::rms_norm(policy_, x, lw.input_norm.view(), layer_norm_eps, normed);
+      const tensor_view<float, 2> attention_logits = router_logits_slot(trace, N, E);  // (B·T, E) or empty
+      const auto& attention_plan = attention_.map(policy_, lw.moa(), normed, q, workspace_, attention_logits);
+      if (attention_logits.data()) trace->attention_router_logits.push_back(snapshot(attention_logits));
+      if (trace && trace->keep_expert_counts) trace->attention_expert_counts.push_back(counts_of(attention_plan));
+      ops::linear(policy_, normed, lw.kv_proj.view(), kv);
+      ops::rope(policy_, q_heads, positions, theta);
+      ops::rope(policy_, k_new, positions, theta);
+      const tensor_view<float, 4> key_store = cache.key_store(layer), value_store = cache.value_store(layer);  // (B, C, Hkv, D)
+      ops::copy_to_positions(policy_, tensor_view<const float, 4>(k_rows), key_store, cache.end_of_step());
+      ops::copy_to_positions(policy_, tensor_view<const float, 4>(v_rows), value_store, cache.end_of_step());
+      ops::attention(policy_, q_attn, key_store, value_store, o_attn, attention_options, ops::kv_head_modulo{});
+      attention_.reduce(policy_, lw.moa(), attention_plan, o, y, workspace_);
+      ops::add_inplace(policy_, x, y);
+
+      // ---- mixture of MLP experts ----
+      ops::rms_norm(policy_, x, lw.post_attention_norm.view(), layer_norm_eps, normed);
+      const tensor_view<float, 2> mlp_logits = router_logits_slot(trace, N, E);  // (B·T, E) or empty
+      const auto& mlp_plan = mlp_.forward(policy_, lw.mlp(), normed, y, workspace_, mlp_logits);
+      if (mlp_logits.data()) trace->mlp_router_logits.push_back(snapshot(mlp_logits));
+      if (trace && trace->keep_expert_counts) trace->mlp_expert_counts.push_back(counts_of(mlp_plan));
+      ops::add_inplace(policy_, x, y);
+
+      if (trace && trace->keep_hidden_states && l + 1 < config_.num_layers) trace->hidden_states.push_back(snapshot(x));
+    }
+
+    ops::rms_norm(policy_, x, weights_.final_norm.view(), static_cast<float>(config_.rms_norm_eps), out);
+    if (trace && trace->keep_hidden_states) trace->hidden_states.push_back(snapshot(out));
+  }
+
   // A host copy of a (rows, cols) view in the policy's memory.
   tensor<float, 2> snapshot(tensor_view<const float, 2> v) const { return to_host(policy_, v); }
 
@@ -286,6 +326,8 @@ class model {
   std::vector<std::int64_t> positions_;
   std::vector<std::uint8_t> all_real_;
   cache_type scratch_cache_;
+  bool record_steps_ = true;
+  exec::recorded_work<Policy> step_;  // the last one-token step, for replay
 };
 
 // A model of any shape (the 8B one included: about 16 GiB as bf16) with random weights, for

@@ -28,7 +28,15 @@ struct attention_impl<exec::cpu> {
                   tensor_view<const float, 4> v, tensor_view<float, 4> out, const attention_options& options,
                   KvHeadMap kv_head_of) {
     const index_t batch = q.extent(0), q_len = q.extent(1), q_heads = q.extent(2), head_dim = q.extent(3);
-    const index_t k_len = k.extent(1), kv_heads = k.extent(2);
+    const index_t kv_heads = k.extent(2);
+    index_t k_len = k.extent(1), q_offset = options.q_offset;
+    if (options.key_count != nullptr) {  // host memory here: read it now
+      const index_t count = *options.key_count;
+      check(q_len <= count && count <= k_len, "ops::attention: key_count ", count, " is outside [Tq, Tk] = [", q_len,
+            ", ", k_len, "]");
+      k_len = count;
+      q_offset = count - q_len;
+    }
     const auto& mask = options.key_mask;  // (B, Tk), nonzero = attend
     const bool has_mask = mask.data() != nullptr || !(mask.extents() == dims<2>{});
 
@@ -48,7 +56,7 @@ struct attention_impl<exec::cpu> {
 
       // Keys j < visible_end may be seen: causality cuts at q_offset + i (inclusive).
       index_t visible_end = k_len;
-      if (options.causal) visible_end = std::clamp<index_t>(options.q_offset + i + 1, 0, k_len);
+      if (options.causal) visible_end = std::clamp<index_t>(q_offset + i + 1, 0, k_len);
 
       thread_local std::vector<float> scores;  // (Tk) scaled q·k, then exp(· − max)
       scores.resize(static_cast<std::size_t>(std::max<index_t>(visible_end, 1)));

@@ -45,6 +45,14 @@ struct elementwise_impl<exec::cpu> {
       }
     }
   }
+  // The end position is host memory here: read it now and copy into that window.
+  static void copy_to_positions(const exec::cpu& policy, tensor_view<const float, 4> src, tensor_view<float, 4> dst,
+                                const std::int32_t* end) {
+    const index_t count = src.extent(1), last = *end;
+    check(count <= last && last <= dst.extent(1), "ops::copy_to_positions: end position ", last, " is outside [",
+          count, ", ", dst.extent(1), "]");
+    copy<4>(policy, src, dst.slice(1, last - count, last));
+  }
 };
 
 }  // namespace jetmoe::ops

@@ -35,6 +35,7 @@ struct attention_impl<exec::cuda> {
     const bool has_mask = mask.data() != nullptr || !(mask.extents() == dims<2>{});
     check(q_heads <= 65535 && batch <= 65535, "ops::attention: ", batch, " rows × ", q_heads,
           " heads exceed the CUDA grid");
+    cuda_detail::check_on_device(options.key_count, "ops::attention", "key_count");  // read when the kernels run
     if (out.empty()) return;
 
     tensor<std::uint8_t, 2, exec::cuda> uploaded_mask;  // (B, Tk), only for a host mask
@@ -43,7 +44,8 @@ struct attention_impl<exec::cuda> {
       mask = uploaded_mask.view();
     }
     const kernels::attention_args args{q, k, v, out, has_mask ? mask : tensor_view<const std::uint8_t, 2>{},
-                                       options.scale, static_cast<long long>(options.q_offset), options.causal};
+                                       options.scale, static_cast<long long>(options.q_offset), options.causal,
+                                       options.key_count};
     if (head_dim <= 64) launch<2>(policy, args, kv_head_of);
     else if (head_dim <= 128) launch<4>(policy, args, kv_head_of);
     else launch<8>(policy, args, kv_head_of);

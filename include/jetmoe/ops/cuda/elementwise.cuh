@@ -1,10 +1,12 @@
-// jetmoe/ops/cuda/elementwise.cuh — CUDA backend of ops::add_inplace and ops::copy.
+// jetmoe/ops/cuda/elementwise.cuh — CUDA backend of ops::add_inplace, ops::copy and
+// ops::copy_to_positions.
 #pragma once
 
 #include <cstddef>
 
 #include "jetmoe/exec/cuda.cuh"
 #include "jetmoe/kernels/copy.cuh"
+#include "jetmoe/ops/cuda/launch.cuh"
 #include "jetmoe/ops/elementwise.hpp"
 
 namespace jetmoe::ops {
@@ -31,6 +33,17 @@ struct elementwise_impl<exec::cuda> {
     check(width <= 1 || (src.stride(Rank - 1) == 1 && dst.stride(Rank - 1) == 1),
           "ops::copy: the last dimension must be contiguous");
     exec::cuda_detail::device_copy<float, Rank>(policy, src, dst);
+  }
+  // The end position is read by the kernel (device memory), so a captured launch writes at
+  // whatever position the cache holds when it is replayed.
+  static void copy_to_positions(const exec::cuda& policy, tensor_view<const float, 4> src, tensor_view<float, 4> dst,
+                                const std::int32_t* end) {
+    cuda_detail::check_on_device(end, "ops::copy_to_positions", "the end position");
+    if (src.empty()) return;
+    constexpr int block = 256;
+    kernels::copy_to_positions<float><<<kernels::blocks_for(src.size(), block), block, 0, policy.stream()>>>(
+        src, dst, end, policy.status());
+    JETMOE_CUDA_CHECK_LAUNCH();
   }
 };
 
