@@ -11,11 +11,15 @@
 #include <catch2/catch.hpp>
 
 #include <jetmoe/generation/sampler.hpp>
+#include <jetmoe/ops/cpu/top_k.hpp>
+#include <jetmoe/core/tensor.hpp>
+#include <jetmoe/exec/cpu.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <random>
 #include <vector>
 
 using jetmoe::generation::sampler;
@@ -121,6 +125,45 @@ TEST_CASE("Sampler: a seed repeats its draws and another seed does not", "[model
   }
   CHECK(from_a == from_b);
   CHECK(from_a != from_c);
+}
+
+TEST_CASE("Sampler: choosing from a row's top-k candidates draws exactly what the whole row draws",
+          "[model][generation][sampler]") {
+  // What a device hands back instead of V logits: ops::top_k's candidates. Same options, same
+  // seed, same row → the same token at every draw, including greedy (k = 1). The row has many
+  // exact ties (values on a grid) so the order of equal logits matters.
+  std::mt19937 rng(2);
+  std::uniform_int_distribution<int> grid(-12, 12);
+  std::vector<float> logits(300);
+  const sampling_options cases[] = {
+      {},                                                      // greedy
+      {.temperature = 1.0f, .top_k = 1, .seed = 3},
+      {.temperature = 0.8f, .top_k = 20, .seed = 4},
+      {.temperature = 1.3f, .top_k = 50, .top_p = 0.7f, .seed = 5},
+      {.temperature = 1.0f, .top_k = 300, .top_p = 0.95f, .seed = 6},  // k = V
+  };
+  for (const sampling_options& o : cases) {
+    sampler whole(o), narrowed(o);
+    const auto k = static_cast<jetmoe::index_t>(narrowed.candidates_needed());
+    REQUIRE(k >= 1);
+    jetmoe::tensor<float, 2> values(jetmoe::make_dims(1, k));
+    jetmoe::tensor<std::int32_t, 2> ids(jetmoe::make_dims(1, k));
+    int differ = 0;
+    for (int draw = 0; draw < 200; ++draw) {
+      for (float& v : logits) v = static_cast<float>(grid(rng)) * 0.25f;
+      jetmoe::ops::top_k(jetmoe::exec::cpu{1}, jetmoe::make_view<const float>(logits.data(), 1, 300), values.view(),
+                         ids.view());
+      const std::int64_t want = whole.next(row(logits));
+      const std::int64_t got = narrowed.next_from_candidates(
+          jetmoe::tensor_view<const float, 2>(values.view()).select(0),
+          jetmoe::tensor_view<const std::int32_t, 2>(ids.view()).select(0));
+      differ += got != want;
+    }
+    INFO("T=" << o.temperature << " top_k=" << o.top_k << " top_p=" << o.top_p);
+    CHECK(differ == 0);
+  }
+  sampler plain({.temperature = 1.0f});  // no cut: it needs the whole row
+  CHECK(plain.candidates_needed() == 0);
 }
 
 TEST_CASE("Sampler: invalid options are clear errors", "[model][generation][sampler][errors]") {

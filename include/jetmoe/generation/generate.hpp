@@ -2,8 +2,12 @@
 //
 // Prompts of different lengths are left-padded into one batch (padding is masked out of
 // attention), run through the model once (prefill), then one token per row per step (decode).
-// Works with any model that has make_cache / forward / logits / vocab_size / context_length,
-// such as models::jetmoe::model.
+// Works with any model that has make_cache / forward / last_position_logits /
+// last_position_top_k / vocab_size / context_length, such as models::jetmoe::model.
+//
+// When the sampling options cut to the top k tokens (greedy is k = 1), each step asks the model
+// for just those k candidates per row, selected where the policy computes; otherwise for the
+// whole (B, V) logits. The choice is the same either way (sampler::next_from_candidates).
 #pragma once
 
 #include <algorithm>
@@ -75,7 +79,12 @@ generation_result generate(Model& m, const std::vector<std::vector<std::int64_t>
 
   auto cache = m.make_cache(B, longest + options.max_new_tokens);
   sampler pick(options.sampling);
-  tensor<float, 2> logits(make_dims(B, V));     // (B, V) host: the sampler reads it
+  // What the sampler reads each step, in host memory: k candidates per row when it needs no
+  // more (greedy, top-k), else the whole row of logits.
+  const index_t k = std::min<index_t>(pick.candidates_needed(), V);
+  tensor<float, 2> logits(make_dims(B, k > 0 ? index_t{0} : V));  // (B, V) or empty
+  tensor<float, 2> candidate_values(make_dims(B, k));              // (B, k)
+  tensor<std::int32_t, 2> candidate_ids(make_dims(B, k));          // (B, k)
   std::vector<std::uint8_t> finished(static_cast<std::size_t>(B), 0);
   std::vector<std::int64_t> step_ids(static_cast<std::size_t>(B));
   const std::vector<std::uint8_t> step_real(static_cast<std::size_t>(B), 1);
@@ -85,7 +94,8 @@ generation_result generate(Model& m, const std::vector<std::vector<std::int64_t>
   auto advance = [&](const std::int64_t* batch_ids, const std::uint8_t* batch_real, index_t T) {
     const auto hidden = m.forward(make_view<const std::int64_t>(batch_ids, B, T),
                                   make_view<const std::uint8_t>(batch_real, B, T), cache);  // (B·T, H) model's memory
-    m.last_position_logits(hidden, T, logits.view());
+    if (k > 0) m.last_position_top_k(hidden, T, candidate_values.view(), candidate_ids.view());
+    else m.last_position_logits(hidden, T, logits.view());
     bool any_running = false;
     for (index_t r = 0; r < B; ++r) {
       const auto row = static_cast<std::size_t>(r);
@@ -93,7 +103,10 @@ generation_result generate(Model& m, const std::vector<std::vector<std::int64_t>
         step_ids[row] = options.pad_token_id;
         continue;
       }
-      const std::int64_t token = pick.next(tensor_view<const float, 2>(logits.view()).select(r));
+      const std::int64_t token =
+          k > 0 ? pick.next_from_candidates(tensor_view<const float, 2>(candidate_values.view()).select(r),
+                                            tensor_view<const std::int32_t, 2>(candidate_ids.view()).select(r))
+                : pick.next(tensor_view<const float, 2>(logits.view()).select(r));
       result.tokens[row].push_back(token);
       ++result.generated_tokens;
       step_ids[row] = token;

@@ -4,7 +4,9 @@
 // an optional top-p (nucleus) cut, then a draw from the renormalised distribution. The random
 // stream is std::mt19937_64 turned into doubles by hand (53 high bits), because the standard
 // distributions may differ between standard libraries: the same seed gives the same tokens
-// wherever the library is compiled.
+// wherever the library is compiled. next_from_candidates makes the same choice from a row's k
+// most likely tokens alone (ops::top_k's output), so a device policy need not send all V logits
+// to the host when the options cut to top-k anyway (greedy is top-1).
 #pragma once
 
 #include <algorithm>
@@ -66,13 +68,47 @@ class sampler {
     if (options_.top_k > 0 && static_cast<std::size_t>(options_.top_k) < keep) keep = static_cast<std::size_t>(options_.top_k);
     std::partial_sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(keep), candidates_.end(), by_logit);
     candidates_.resize(keep);
+    sorted_logits_.resize(keep);
+    for (std::size_t i = 0; i < keep; ++i) sorted_logits_[i] = logits(candidates_[i]);
+    return draw_from_sorted();
+  }
 
-    // Softmax of logit / temperature over the kept candidates, in double for a stable sum.
+  // How many of a row's most likely tokens next_from_candidates needs to choose exactly as
+  // next() would from the whole row: 1 when greedy, top_k when that is set, 0 (the whole row,
+  // so use next()) otherwise. Lets a device hand back k candidates instead of V logits.
+  std::int64_t candidates_needed() const {
+    if (options_.temperature == 0.0f) return 1;
+    return options_.top_k;
+  }
+
+  // values, ids: (k) a row's k most likely tokens, values descending, equal values by lower id
+  // (ops::top_k's order), k ≥ candidates_needed() or the whole vocabulary. The same choice, and
+  // the same draw from the random stream, as next() on the full row.
+  std::int64_t next_from_candidates(tensor_view<const float, 1> values, tensor_view<const std::int32_t, 1> ids) {
+    const std::int64_t k = values.extent(0);
+    check(k > 0 && ids.extent(0) == k, "sampler: ", k, " candidate values for ", ids.extent(0), " ids");
+    if (options_.temperature == 0.0f) return ids(0);
+    std::size_t keep = static_cast<std::size_t>(k);
+    if (options_.top_k > 0 && static_cast<std::size_t>(options_.top_k) < keep) keep = static_cast<std::size_t>(options_.top_k);
+    candidates_.resize(keep);
+    sorted_logits_.resize(keep);
+    for (std::size_t i = 0; i < keep; ++i) {
+      candidates_[i] = ids(static_cast<index_t>(i));
+      sorted_logits_[i] = values(static_cast<index_t>(i));
+    }
+    return draw_from_sorted();
+  }
+
+ private:
+  // The draw over candidates_ (ids) with sorted_logits_ (their logits, descending): softmax of
+  // logit / temperature in double for a stable sum, the nucleus cut, then one uniform draw.
+  std::int64_t draw_from_sorted() {
+    std::size_t keep = candidates_.size();
     probabilities_.resize(keep);
-    const double top = static_cast<double>(logits(candidates_[0])) / options_.temperature;
+    const double top = static_cast<double>(sorted_logits_[0]) / options_.temperature;
     double total = 0.0;
     for (std::size_t i = 0; i < keep; ++i) {
-      probabilities_[i] = std::exp(static_cast<double>(logits(candidates_[i])) / options_.temperature - top);
+      probabilities_[i] = std::exp(static_cast<double>(sorted_logits_[i]) / options_.temperature - top);
       total += probabilities_[i];
     }
     // Nucleus: the shortest prefix whose mass reaches top_p (at least one token).
@@ -95,12 +131,12 @@ class sampler {
     return candidates_[keep - 1];  // only reached through rounding at the very top
   }
 
- private:
   double uniform() { return static_cast<double>(rng_() >> 11) * (1.0 / 9007199254740992.0); }  // [0, 1)
 
   sampling_options options_;
   std::mt19937_64 rng_;
   std::vector<std::int64_t> candidates_;
+  std::vector<float> sorted_logits_;
   std::vector<double> probabilities_;
 };
 

@@ -46,6 +46,7 @@
 #include "jetmoe/ops/linear.hpp"
 #include "jetmoe/ops/rms_norm.hpp"
 #include "jetmoe/ops/rope.hpp"
+#include "jetmoe/ops/top_k.hpp"
 #include "jetmoe/routing/buffer.hpp"
 #include "jetmoe/routing/mixture_of_attention.hpp"
 #include "jetmoe/routing/moe_mlp.hpp"
@@ -217,14 +218,25 @@ class model {
   // Logits of each row's last position, into host memory: what a generation step samples from.
   //   hidden: (B·T, H) forward's result for (B, T) tokens;  out: (B, V) host.
   void last_position_logits(tensor_view<const float, 2> hidden, index_t T, tensor_view<float, 2> out) {
-    const index_t B = out.extent(0), H = hidden.extent(1);
-    check(hidden.extent(0) == B * T, "jetmoe::model::last_position_logits: ", hidden.extent(0), " hidden rows for B = ",
-          B, " rows of T = ", T, " tokens");
-    if (T == 1) return logits_to_host(hidden, out);
-    const tensor_view<const float, 2> last = hidden.reshape(make_dims(B, T, H)).template select<1>(T - 1);  // (B, H) strided
-    const tensor_view<float, 2> gathered = last_rows_.matrix(policy_, B, H);                                // (B, H)
-    ops::copy<Policy, 2>(policy_, last, gathered);
-    logits_to_host(gathered, out);
+    logits_to_host(last_positions(hidden, T, out.extent(0), "jetmoe::model::last_position_logits"), out);
+  }
+
+  // The k most likely tokens of each row's last position, into host memory, selected where the
+  // policy computes (ops::top_k: values descending, equal values by lower id): all a greedy or
+  // top-k sampler needs (generation::sampler::next_from_candidates), without the (B, V) logits.
+  //   hidden: (B·T, H) forward's result;  values: (B, k) host;  ids: (B, k) host, 1 ≤ k ≤ V.
+  void last_position_top_k(tensor_view<const float, 2> hidden, index_t T, tensor_view<float, 2> values,
+                           tensor_view<std::int32_t, 2> ids) {
+    const index_t B = values.extent(0), k = values.extent(1), V = config_.vocab_size;
+    check_shape(ids, values.extents(), "jetmoe::model::last_position_top_k: ids (B, k)");
+    const tensor_view<const float, 2> last = last_positions(hidden, T, B, "jetmoe::model::last_position_top_k");
+    const tensor_view<float, 2> computed = logits_.matrix(policy_, B, V);  // (B, V)
+    logits(last, computed);
+    const tensor_view<float, 2> top_values = top_values_.matrix(policy_, B, k);         // (B, k)
+    const tensor_view<std::int32_t, 2> top_ids = top_ids_.matrix(policy_, B, k);        // (B, k)
+    ops::top_k(policy_, tensor_view<const float, 2>(computed), top_values, top_ids);
+    copy_to_host(policy_, tensor_view<const float, 2>(top_values), values);
+    copy_to_host(policy_, tensor_view<const std::int32_t, 2>(top_ids), ids);
   }
 
  private:
@@ -299,6 +311,19 @@ class model {
     if (trace && trace->keep_hidden_states) trace->hidden_states.push_back(snapshot(out));
   }
 
+  // (B, H) the hidden state of each row's last position, in the policy's memory: `hidden`
+  // itself when T = 1, else those rows gathered into a buffer.
+  tensor_view<const float, 2> last_positions(tensor_view<const float, 2> hidden, index_t T, index_t B, const char* who) {
+    const index_t H = hidden.extent(1);
+    check(hidden.extent(0) == B * T, who, ": ", hidden.extent(0), " hidden rows for B = ", B, " rows of T = ", T,
+          " tokens");
+    if (T == 1) return hidden;
+    const tensor_view<const float, 2> last = hidden.reshape(make_dims(B, T, H)).template select<1>(T - 1);  // (B, H) strided
+    const tensor_view<float, 2> gathered = last_rows_.matrix(policy_, B, H);                                // (B, H)
+    ops::copy<Policy, 2>(policy_, last, gathered);
+    return gathered;
+  }
+
   // A host copy of a (rows, cols) view in the policy's memory.
   tensor<float, 2> snapshot(tensor_view<const float, 2> v) const { return to_host(policy_, v); }
 
@@ -321,7 +346,8 @@ class model {
   routing::moe_mlp<Router> mlp_;
   routing::routing_workspace<Policy> workspace_;
   routing::growable_buffer<float, Policy> x_, normed_, y_, q_, o_, kv_, final_;
-  routing::growable_buffer<float, Policy> router_logits_, logits_, last_rows_;
+  routing::growable_buffer<float, Policy> router_logits_, logits_, last_rows_, top_values_;
+  routing::growable_buffer<std::int32_t, Policy> top_ids_;
   routing::growable_buffer<std::int64_t, Policy> device_ids_, device_positions_;  // unused on the CPU
   std::vector<std::int64_t> positions_;
   std::vector<std::uint8_t> all_real_;
