@@ -483,8 +483,12 @@ def bench_model(results, floors, batches, prompt, decode_steps, extra_prefill):
 
 # ---- this library ---------------------------------------------------------------------------------
 
-def run_jetmoe_bench(path, out_dir, timeout):
-    """Runs bench_cuda with JSON output; returns (records, note)."""
+def run_jetmoe_bench(path, out_dir, timeout, existing_json=None):
+    """Runs bench_cuda with JSON output (or reads existing_json); returns (records, note)."""
+    if existing_json:
+        if not os.path.isfile(existing_json):
+            return [], f"{existing_json} not found (run bench_cuda first, or drop --jetmoe-json)"
+        return read_jetmoe_json(existing_json), f"read {existing_json}"
     candidates = [path] if path else ["build/cuda/bench/bench_cuda", "build-cuda/bench/bench_cuda", "build/bench/bench_cuda"]
     binary = next((c for c in candidates if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
     if binary is None:
@@ -494,6 +498,11 @@ def run_jetmoe_bench(path, out_dir, timeout):
         subprocess.run([binary, f"--benchmark_out={json_path}", "--benchmark_out_format=json"], check=True, timeout=timeout)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
         return [], f"{binary} failed: {error}"
+    return read_jetmoe_json(json_path), f"ran {binary}"
+
+
+def read_jetmoe_json(json_path):
+    """bench_cuda's Google Benchmark JSON → one record per benchmark (medians of repetitions)."""
     records = []
     for b in json.load(open(json_path)).get("benchmarks", []):
         if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
@@ -501,7 +510,7 @@ def run_jetmoe_bench(path, out_dir, timeout):
         scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[b["time_unit"]]
         records.append(dict(name=b["run_name"], seconds=b["real_time"] * scale,
                             **{k: v for k, v in b.items() if k in ("floor_frac", "dense_ratio", "tokens")}))
-    return records, f"ran {binary}"
+    return records
 
 
 # ---- report -------------------------------------------------------------------------------------
@@ -594,6 +603,8 @@ def main():
     parser.add_argument("--decode-steps", type=int, default=32)
     parser.add_argument("--jetmoe-bench", help="path of this library's bench_cuda (default: look in build dirs)")
     parser.add_argument("--jetmoe-timeout", type=int, default=480)
+    parser.add_argument("--jetmoe-json", help="reuse this bench_cuda JSON (e.g. from scripts/gpu-run.sh's bench "
+                                              "stage) instead of running bench_cuda again")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("peers_gpu: no CUDA device visible")
@@ -619,7 +630,7 @@ def main():
     if not args.skip_model:
         bench_model(results, floors, batches=(1, 8), prompt=args.prompt, decode_steps=args.decode_steps,
                     extra_prefill=[(1, 2048)])
-    jetmoe_records, jetmoe_note = run_jetmoe_bench(args.jetmoe_bench, args.out, args.jetmoe_timeout)
+    jetmoe_records, jetmoe_note = run_jetmoe_bench(args.jetmoe_bench, args.out, args.jetmoe_timeout, args.jetmoe_json)
     print(f"peers_gpu: this library: {jetmoe_note}", flush=True)
 
     json.dump(dict(meta=meta, results=results, jetmoe=jetmoe_records, jetmoe_note=jetmoe_note),

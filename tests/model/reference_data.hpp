@@ -5,13 +5,22 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
 namespace jetmoe_test {
 
-inline std::filesystem::path data_dir(const std::string& fixture) { return std::filesystem::path(JETMOE_TEST_DATA_DIR) / fixture; }
-inline std::filesystem::path demo_model_dir() { return std::filesystem::path(JETMOE_DEMO_MODEL_DIR); }
+// The folders are compiled in (this checkout's); the environment variables of the same names
+// override them, for test binaries run from another place (scripts/gpu-bundle.sh's bundle).
+inline std::filesystem::path folder_from(const char* variable, const char* built_in) {
+  const char* set = std::getenv(variable);
+  return std::filesystem::path(set != nullptr && *set != '\0' ? set : built_in);
+}
+inline std::filesystem::path data_dir(const std::string& fixture) {
+  return folder_from("JETMOE_TEST_DATA_DIR", JETMOE_TEST_DATA_DIR) / fixture;
+}
+inline std::filesystem::path demo_model_dir() { return folder_from("JETMOE_DEMO_MODEL_DIR", JETMOE_DEMO_MODEL_DIR); }
 
 // Largest |a − b| over two views of the same number of elements (both contiguous).
 template <class A, class B>
