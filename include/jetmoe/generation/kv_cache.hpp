@@ -1,13 +1,12 @@
 // jetmoe/generation/kv_cache.hpp — keys and values of past positions, per layer.
 //
 // Stored (B, Hkv, capacity, D) so that one head's keys are contiguous for attention; the
-// attention op receives them as a strided (B, S, Hkv, D) view. A (B, capacity) mask marks which
+// attention op receives them as a strided (B, C, Hkv, D) view. A (B, capacity) mask marks which
 // positions hold real tokens (0 for left padding), so batched prompts of different lengths
 // share one cache. Keys and values live in the policy's memory; the mask is written on the
 // host and, for a device policy, mirrored to the device a window at a time.
 //
-// Two ways to address it. By host length: key_slots / keys / key_mask give windows that end at
-// length() + count. Or position-free, for work queued once and replayed (a decode step in a
+// It is addressed position-free, so that work queued once can be replayed (a decode step in a
 // CUDA graph): key_store / value_store / full_key_mask view every position, and end_of_step()
 // points at the count length() + count in the policy's memory, which reserve_positions writes
 // and which ops::copy_to_positions and ops::attention (key_count) read when they run.
@@ -68,22 +67,18 @@ class kv_cache {
   // Marks the positions reserved above as written by every layer.
   void commit_positions(index_t count) { length_ += count; }
 
-  // (B, count, Hkv, D) window where the new positions' keys / values go.
-  tensor_view<float, 4> key_slots(int layer, index_t count) { return window(keys_.at(layer), length_, length_ + count); }
-  tensor_view<float, 4> value_slots(int layer, index_t count) { return window(values_.at(layer), length_, length_ + count); }
-  // (B, S, Hkv, D) views of everything cached so far plus `count` reserved positions.
-  tensor_view<const float, 4> keys(int layer, index_t count) { return window(keys_.at(layer), 0, length_ + count); }
-  tensor_view<const float, 4> values(int layer, index_t count) { return window(values_.at(layer), 0, length_ + count); }
   // Position-free views: (B, C, Hkv, D) every position, and the (B, C) mask of all of them.
-  tensor_view<float, 4> key_store(int layer) { return window(keys_.at(layer), 0, capacity_); }
-  tensor_view<float, 4> value_store(int layer) { return window(values_.at(layer), 0, capacity_); }
-  tensor_view<const std::uint8_t, 2> full_key_mask() const { return key_mask_of(capacity_); }
+  tensor_view<float, 4> key_store(int layer) { return positions_first(keys_.at(layer)); }
+  tensor_view<float, 4> value_store(int layer) { return positions_first(values_.at(layer)); }
+  tensor_view<const std::uint8_t, 2> full_key_mask() const {
+    if constexpr (Policy::is_host)
+      return mask_.view();
+    else
+      return device_mask_.view();
+  }
   // (1) in the policy's memory: length() + the positions reserved last, i.e. where the step
   // being run ends. Valid from reserve_positions until the next one.
   const std::int32_t* end_of_step() const { return end_of_step_.data(); }
-
-  // (B, S) mask over the same positions, where the policy's attention reads it.
-  tensor_view<const std::uint8_t, 2> key_mask(index_t count) const { return key_mask_of(length_ + count); }
 
   void clear() {
     length_ = 0;
@@ -92,15 +87,8 @@ class kv_cache {
   }
 
  private:
-  static tensor_view<float, 4> window(tensor<float, 4, Policy>& store, index_t begin, index_t end) {
-    return store.view().slice(2, begin, end).transpose(1, 2);  // (B, Hkv, S, D) → (B, S, Hkv, D)
-  }
-  // (B, end) of the mask where the policy's attention reads it.
-  tensor_view<const std::uint8_t, 2> key_mask_of(index_t end) const {
-    if constexpr (Policy::is_host)
-      return tensor_view<const std::uint8_t, 2>(mask_.view()).slice(1, 0, end);
-    else
-      return tensor_view<const std::uint8_t, 2>(device_mask_.view()).slice(1, 0, end);
+  static tensor_view<float, 4> positions_first(tensor<float, 4, Policy>& store) {
+    return store.view().transpose(1, 2);  // (B, Hkv, C, D) → (B, C, Hkv, D)
   }
   static std::uint64_t next_serial() {
     static std::atomic<std::uint64_t> counter{0};

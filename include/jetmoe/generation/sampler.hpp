@@ -64,8 +64,7 @@ class sampler {
       const float la = logits(a), lb = logits(b);
       return la > lb || (la == lb && a < b);
     };
-    std::size_t keep = candidates_.size();
-    if (options_.top_k > 0 && static_cast<std::size_t>(options_.top_k) < keep) keep = static_cast<std::size_t>(options_.top_k);
+    const std::size_t keep = kept_by_top_k(candidates_.size());
     std::partial_sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(keep), candidates_.end(), by_logit);
     candidates_.resize(keep);
     sorted_logits_.resize(keep);
@@ -88,8 +87,7 @@ class sampler {
     const std::int64_t k = values.extent(0);
     check(k > 0 && ids.extent(0) == k, "sampler: ", k, " candidate values for ", ids.extent(0), " ids");
     if (options_.temperature == 0.0f) return ids(0);
-    std::size_t keep = static_cast<std::size_t>(k);
-    if (options_.top_k > 0 && static_cast<std::size_t>(options_.top_k) < keep) keep = static_cast<std::size_t>(options_.top_k);
+    const std::size_t keep = kept_by_top_k(static_cast<std::size_t>(k));
     candidates_.resize(keep);
     sorted_logits_.resize(keep);
     for (std::size_t i = 0; i < keep; ++i) {
@@ -100,6 +98,11 @@ class sampler {
   }
 
  private:
+  // How many of n candidates the top-k cut keeps.
+  std::size_t kept_by_top_k(std::size_t n) const {
+    return options_.top_k > 0 && static_cast<std::size_t>(options_.top_k) < n ? static_cast<std::size_t>(options_.top_k) : n;
+  }
+
   // The draw over candidates_ (ids) with sorted_logits_ (their logits, descending): softmax of
   // logit / temperature in double for a stable sum, the nucleus cut, then one uniform draw.
   std::int64_t draw_from_sorted() {

@@ -23,8 +23,8 @@
 // its end position on the device (ops::copy_to_positions, ops::attention's key_count). So a
 // one-token step with no trace is the same queued work at every length, and a policy that can
 // record work (exec::recorded_work; exec::cuda records a CUDA graph) records it once per batch
-// and cache (at the second such step) and replays it for every later token. Any other forward drops the recording, since
-// it may move the buffers the recording uses.
+// and cache (at the second such step) and replays it for every later token. Any other forward
+// drops the recording, since it may move the buffers the recording uses.
 #pragma once
 
 #include <cmath>
