@@ -21,6 +21,12 @@
 // last one. A block freed on another stream waits until that stream has been synchronised by
 // its owner (release_stream) before it can serve a different stream.
 //
+// For memory checkers: with JETMOE_CUDA_POOL=off in the environment (read when a pool is made)
+// the pool caches nothing. Each allocation is its own cudaMalloc of the exact size and each
+// free a cudaFree after the stream has drained, so compute-sanitizer memcheck sees every
+// overrun past a buffer's end and every use after free, which size classes and reuse hide.
+// Slow; never for production.
+//
 // Only nvcc compiles this header (it includes kernels). Single device per policy: create()
 // makes the policy's device current; switch devices yourself when mixing policies.
 #pragma once
@@ -30,9 +36,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -81,7 +89,7 @@ class device_memory_pool {
     std::size_t bytes_cached = 0;  // rounded sizes of blocks on the free lists
   };
 
-  explicit device_memory_pool(int device) : device_(device) {}
+  explicit device_memory_pool(int device) : device_(device), caching_(caching_wanted()) {}
   device_memory_pool(const device_memory_pool&) = delete;
   device_memory_pool& operator=(const device_memory_pool&) = delete;
   ~device_memory_pool() {
@@ -105,11 +113,14 @@ class device_memory_pool {
     return round_up(bytes, 16 * MiB);
   }
 
+  // Whether freed blocks are kept for reuse (see JETMOE_CUDA_POOL at the top of this header).
+  bool caching() const { return caching_; }
+
   void* allocate(std::size_t bytes, cudaStream_t stream) {
     if (bytes == 0) return nullptr;
-    const std::size_t size = size_class(bytes);
+    const std::size_t size = caching_ ? size_class(bytes) : bytes;
     std::lock_guard<std::mutex> lock(mutex_);
-    auto found = free_.find(size);
+    auto found = caching_ ? free_.find(size) : free_.end();
     if (found != free_.end()) {
       std::vector<block>& blocks = found->second;
       // Newest first (warm in L2); a block freed on this stream or an idle one is safe to reuse.
@@ -157,6 +168,10 @@ class device_memory_pool {
       held_.push_back(held_block{ptr, size});
       return;
     }
+    if (!caching_) {
+      free_now(ptr, size, stream);
+      return;
+    }
     free_[size].push_back(block{ptr, stream, false});
     stats_.bytes_in_use -= size;
     stats_.bytes_cached += size;
@@ -187,6 +202,10 @@ class device_memory_pool {
   void give_back(const std::vector<held_block>& blocks, cudaStream_t stream) {
     std::lock_guard<std::mutex> lock(mutex_);
     for (const held_block& b : blocks) {
+      if (!caching_) {
+        free_now(b.ptr, b.size, stream);
+        continue;
+      }
       free_[b.size].push_back(block{b.ptr, stream, false});
       stats_.bytes_in_use -= b.size;
       stats_.bytes_cached += b.size;
@@ -219,6 +238,19 @@ class device_memory_pool {
     bool idle;            // that stream has since been synchronised: usable from any stream
   };
 
+  static bool caching_wanted() {
+    const char* setting = std::getenv("JETMOE_CUDA_POOL");
+    return setting == nullptr || std::string_view(setting) != "off";
+  }
+
+  // The non-caching pool's free: after the work queued on `stream` (which may still read the
+  // block) has finished. Errors are ignored, as frees run in destructors.
+  void free_now(void* ptr, std::size_t size, cudaStream_t stream) {
+    cudaStreamSynchronize(stream);
+    cudaFree(ptr);
+    stats_.bytes_in_use -= size;
+  }
+
   void release_cached_locked() {
     cudaDeviceSynchronize();
     for (auto& [size, blocks] : free_)
@@ -229,6 +261,7 @@ class device_memory_pool {
 
   mutable std::mutex mutex_;
   int device_;
+  bool caching_ = true;  // false: JETMOE_CUDA_POOL=off, every block goes straight back to the driver
   bool holding_ = false;
   std::vector<held_block> held_;  // freed during the open hold, in use by the graph being recorded
   std::unordered_map<std::size_t, std::vector<block>> free_;  // size class → free blocks
