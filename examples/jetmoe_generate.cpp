@@ -167,6 +167,8 @@ int run(const options& opt) {
                                                                  [](const auto& t) { return !t.empty(); }));
     print_rate("prompt:", result.prompt_tokens, result.prefill_seconds);
     print_rate("generation:", result.generated_tokens - rows_started, result.decode_seconds);
+    if (!model.step_recording_failure().empty())  // the steps ran, only slower
+      std::fprintf(stderr, "warning: %s\n", model.step_recording_failure().c_str());
     return 0;
   });
   });

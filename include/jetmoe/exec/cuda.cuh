@@ -11,8 +11,9 @@
 // nothing but null and exists only so that tensors and buffers can be default-constructed.
 //
 // Synchronisation: ops only enqueue work on the stream. The host waits only where it must read
-// a result — to_host, synchronize(), build_plan (the plan's row count), the loss values — and
-// those are the places that report device-side input errors (see kernels/common.cuh).
+// a result — to_host, synchronize(), a routing plan's exact counts (routing_plan::settled; the
+// plan itself is built without waiting), the loss values — and those are the places that
+// report device-side input errors (see kernels/common.cuh).
 //
 // Memory: allocate/deallocate go through a caching pool. Freed blocks are kept on free lists
 // keyed by their rounded size and handed out again to requests of the same size class on the
@@ -120,6 +121,19 @@ class device_memory_pool {
     if (bytes == 0) return nullptr;
     const std::size_t size = caching_ ? size_class(bytes) : bytes;
     std::lock_guard<std::mutex> lock(mutex_);
+    if (holding_ && stream == hold_stream_) {
+      // A block the recording freed earlier: the recorded work is one chain on this stream, so
+      // in every replay its last use comes before this new one too.
+      for (std::size_t i = held_.size(); i-- > 0;) {
+        if (held_[i].size == size) {
+          void* ptr = held_[i].ptr;
+          held_.erase(held_.begin() + static_cast<std::ptrdiff_t>(i));
+          live_.emplace(ptr, size);  // still counted in bytes_in_use
+          ++stats_.hits;
+          return ptr;
+        }
+      }
+    }
     auto found = caching_ ? free_.find(size) : free_.end();
     if (found != free_.end()) {
       std::vector<block>& blocks = found->second;
@@ -164,7 +178,7 @@ class device_memory_pool {
     if (found == live_.end()) return;  // not ours (or freed twice): never hand it out again
     const std::size_t size = found->second;
     live_.erase(found);
-    if (holding_) {  // a graph is being recorded with this address in it: keep it out of reach
+    if (holding_ && stream == hold_stream_) {  // a graph being recorded has this address in it: keep it out of reach
       held_.push_back(held_block{ptr, size});
       return;
     }
@@ -179,18 +193,20 @@ class device_memory_pool {
 
   // ---- holding blocks for a CUDA graph ----
   // A recorded graph has the address of every buffer it touched baked in, temporaries freed
-  // during the recording included. Between begin_hold and end_hold, freed blocks are set aside
-  // instead of going back to the free lists; end_hold hands them to the graph, which returns
-  // them with give_back when it is destroyed. One hold per pool at a time; blocks that other
-  // streams free meanwhile are held too (kept a little longer, never handed out wrongly).
+  // during the recording included. Between begin_hold(stream) and end_hold, blocks freed on
+  // that stream are set aside instead of going back to the free lists (later allocations of
+  // the same recording may reuse them: the recorded work is a chain on that one stream);
+  // end_hold hands them to the graph, which returns them with give_back when it is destroyed.
+  // One hold per pool at a time; blocks other streams free meanwhile take the usual way.
   struct held_block {
     void* ptr;
     std::size_t size;  // size class
   };
-  void begin_hold() {
+  void begin_hold(cudaStream_t stream) {
     std::lock_guard<std::mutex> lock(mutex_);
     check(!holding_, "jetmoe::exec::cuda: a graph is already being recorded on this memory pool");
     holding_ = true;
+    hold_stream_ = stream;
   }
   std::vector<held_block> end_hold() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -263,6 +279,7 @@ class device_memory_pool {
   int device_;
   bool caching_ = true;  // false: JETMOE_CUDA_POOL=off, every block goes straight back to the driver
   bool holding_ = false;
+  cudaStream_t hold_stream_ = nullptr;  // the stream being recorded while holding_
   std::vector<held_block> held_;  // freed during the open hold, in use by the graph being recorded
   std::unordered_map<std::size_t, std::vector<block>> free_;  // size class → free blocks
   std::unordered_map<void*, std::size_t> live_;               // handed-out block → its size class

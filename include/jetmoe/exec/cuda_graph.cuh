@@ -10,12 +10,18 @@
 // the graph keeps the temporaries it was recorded with until forget() or destruction, so no
 // later allocation can be handed memory that a replay still writes.
 //
-// An exception thrown by the work during capture ends the capture, drops what was recorded
-// and propagates; nothing is launched.
+// A recording that fails — the work throws while captured (a call that capture refuses, say),
+// or ending or instantiating the capture fails — is dropped and the work is queued again as it
+// is, outside any capture: the step still runs. If that plain run succeeds too, the failure was
+// the recording's, so failure() keeps its message and this key is never recorded again (until
+// forget()); an exception from the plain run is the work's own and propagates. So the work must
+// be safe to run twice in a row (nothing of a failed capture ran on the device).
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <exception>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -38,6 +44,8 @@ class recorded_work<cuda> {
       policy_ = std::move(other.policy_);
       key_ = other.key_;
       seen_ = std::exchange(other.seen_, false);
+      refused_ = std::exchange(other.refused_, false);
+      failure_ = std::move(other.failure_);
       held_ = std::exchange(other.held_, {});
     }
     return *this;
@@ -51,6 +59,10 @@ class recorded_work<cuda> {
       JETMOE_CUDA_CHECK(cudaGraphLaunch(graph_, stream));
       return;
     }
+    if (refused_ && key == key_ && policy_.stream() == stream) {  // this key failed to record: run it plainly
+      work();
+      return;
+    }
     const bool seen_before = seen_ && key == key_;
     forget();
     if (!seen_before) {  // first sight of this key: run it as queued work, record next time
@@ -59,9 +71,55 @@ class recorded_work<cuda> {
       key_ = key;
       return;
     }
+    std::string why;
+    try {
+      record(policy, work);
+    } catch (const std::exception& e) {
+      why = e.what();
+    } catch (...) {
+      why = "a non-standard exception";
+    }
+    if (graph_ != nullptr) {
+      JETMOE_CUDA_CHECK(cudaGraphLaunch(graph_, stream));
+      return;
+    }
+    work();  // the recording failed and queued nothing: run the step as it is (its own errors propagate)
+    policy_ = policy;
+    key_ = key;
+    seen_ = true;
+    refused_ = true;
+    failure_ = "recording the work as a CUDA graph failed, so it runs unrecorded: " + why;
+  }
+
+  // Drops the recording and hands its held blocks back to the pool (ordered after any replay
+  // still queued on the stream); the next run() of any key starts from first sight again.
+  void forget() {
+    seen_ = false;
+    refused_ = false;
+    if (graph_ != nullptr) {
+      cudaGraphExecDestroy(graph_);  // a launched graph may be destroyed: the launch completes
+      graph_ = nullptr;
+    }
+    if (!held_.empty()) {
+      policy_.pool().give_back(held_, policy_.stream());
+      held_.clear();
+    }
+  }
+
+  bool has_recording() const { return graph_ != nullptr; }
+  // Why the last recording failed (empty when none has since the last forget()).
+  const std::string& failure() const { return failure_; }
+
+ private:
+  // Captures the work on the policy's stream into graph_ (instantiated, not launched), holding
+  // the pool's freed blocks for it. Throws, leaving graph_ null and the pool as it was, if the
+  // work throws or the capture cannot be ended or instantiated.
+  template <class Work>
+  void record(const cuda& policy, Work& work) {
+    const cudaStream_t stream = policy.stream();
     (void)policy.blas();  // create the cuBLAS handle (if this policy has none yet) outside the capture
     device_memory_pool& pool = policy.pool();
-    pool.begin_hold();
+    pool.begin_hold(stream);
     cudaGraph_t recorded = nullptr;
     try {
       JETMOE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
@@ -80,37 +138,19 @@ class recorded_work<cuda> {
       JETMOE_CUDA_CHECK(made);
       graph_ = executable;
     } catch (...) {
-      pool.give_back(pool.end_hold(), stream);
+      pool.give_back(pool.end_hold(), stream);  // nothing recorded ran: the blocks are free again
       throw;
     }
     held_ = pool.end_hold();
     policy_ = policy;
-    key_ = key;
-    seen_ = true;
-    JETMOE_CUDA_CHECK(cudaGraphLaunch(graph_, stream));
   }
 
-  // Drops the recording and hands its held blocks back to the pool (ordered after any replay
-  // still queued on the stream); the next run() of any key starts from first sight again.
-  void forget() {
-    seen_ = false;
-    if (graph_ != nullptr) {
-      cudaGraphExecDestroy(graph_);  // a launched graph may be destroyed: the launch completes
-      graph_ = nullptr;
-    }
-    if (!held_.empty()) {
-      policy_.pool().give_back(held_, policy_.stream());
-      held_.clear();
-    }
-  }
-
-  bool has_recording() const { return graph_ != nullptr; }
-
- private:
   cudaGraphExec_t graph_ = nullptr;
   cuda policy_{};            // the stream and pool of the recording
   recording_key key_{};      // of the recording, or of the last run when seen_ and no graph
   bool seen_ = false;
+  bool refused_ = false;     // key_'s recording failed: it runs unrecorded until forget()
+  std::string failure_;      // why, for failure()
   std::vector<device_memory_pool::held_block> held_;  // temporaries the graph was recorded with
 };
 

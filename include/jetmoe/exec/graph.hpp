@@ -19,6 +19,7 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
 
 namespace jetmoe::exec {
 
@@ -34,6 +35,10 @@ class recorded_work {
   }
   void forget() {}
   bool has_recording() const { return false; }
+  const std::string& failure() const {
+    static const std::string none;
+    return none;
+  }
 };
 
 }  // namespace jetmoe::exec

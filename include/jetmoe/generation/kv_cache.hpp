@@ -41,6 +41,7 @@ class kv_cache {
     }
   }
 
+  const Policy& policy() const { return policy_; }
   index_t length() const { return length_; }
   index_t capacity() const { return capacity_; }
   index_t batch() const { return mask_.extent(0); }

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "jetmoe/core/tensor.hpp"
@@ -128,6 +129,8 @@ class model {
   // Whether a recorded step is held now (on exec::cuda: from the second one-token step of a
   // batch and cache on, until another kind of forward).
   bool has_recorded_step() const { return step_.has_recording(); }
+  // Why recording a step failed, if it did (the steps then run unrecorded); empty otherwise.
+  const std::string& step_recording_failure() const { return step_.failure(); }
 
   // A KV cache for `batch` rows of up to `capacity` positions (default: the context length).
   cache_type make_cache(index_t batch, index_t capacity = 0) const {
@@ -158,6 +161,9 @@ class model {
     check(cache.batch() == B && cache.layers() == config_.num_layers, "jetmoe::model::forward: the cache holds ",
           cache.batch(), " rows and ", cache.layers(), " layers; the input has ", B, " rows and the model ",
           config_.num_layers, " layers");
+    if constexpr (requires { policy_.stream(); })  // a queued policy: the cache's writes must be ordered before the layers
+      check(cache.policy().stream() == policy_.stream(), "jetmoe::model::forward: the cache queues its work on another ",
+            "stream than the model; make it with model::make_cache");
     check(cache.length() + T <= config_.max_position_embeddings, "jetmoe::model::forward: ", cache.length(),
           " cached + ", T, " new positions exceed the context length max_position_embeddings = ",
           config_.max_position_embeddings);
