@@ -16,6 +16,16 @@
 //    per product, so |gpu − cpu| ≤ 2^-8·Σ|x·w| (bf16) or 2^-11·Σ|x·w| (half), plus the fp32 bound.
 //  * integer outputs (ids, plans, top-k indices): exact. Router gates, SiLU, GLU: 2e-6 relative
 //    (a few ulps of expf/logf/cosf against glibc, through a softmax or a normalisation).
+//  * The tests of long sums, tensor-core blocks and edge cases (the later ones) propagate rigorous
+//    bounds instead, in terms of u = 2^-24 (fp32's unit roundoff):
+//    - summation order: two fp32 sums of the same K products in any two orders differ by at
+//      most (γ_K + γ'_K)·Σ|terms|, γ_K ≈ K·u (Higham, "Accuracy and Stability of Numerical
+//      Algorithms", §3.1). The CPU contributes γ_K; the GPU's tensor-core adders may truncate
+//      instead of rounding (Fasi et al. 2021, "Numerical behavior of NVIDIA tensor cores"): at
+//      most 2u per addition. So 3·K·u·Σ|x·w| (sum_order_rel), whatever blocking or split-K.
+//    - operand rounding: an fp32 activation rounded to bf16 moves by at most 2^-8 relative (8
+//      significant bits, round to nearest), to half by 2^-11 (operand_rounding). Products of
+//      rounded operands are exact in fp32 (8+8 or 11+11 significant bits).
 #include "cuda/cuda_test_support.cuh"
 
 #include <cmath>
@@ -143,6 +153,21 @@ double tensor_core_rel() {
   else return 1e-5;
 }
 
+// ---- rigorous bounds (see "Tolerances" above) -----------------------------------------------------
+constexpr double fp32_u = 0x1p-24;  // fp32's unit roundoff
+
+// |Δ| / Σ|terms| for the same K-term fp32 sum taken in two orders, one of them possibly on
+// truncating tensor-core adders: γ_K (CPU) + 2γ_K (GPU) ≈ 3·K·u.
+double sum_order_rel(index_t terms) { return 3.0 * static_cast<double>(terms) * fp32_u; }
+
+// The relative error of rounding an fp32 activation to W: bf16 2^-8, half 2^-11, float none.
+template <class W>
+double operand_rounding() {
+  if constexpr (std::is_same_v<W, bf16>) return 0x1p-8;
+  else if constexpr (std::is_same_v<W, jhalf>) return 0x1p-11;
+  else return 0.0;
+}
+
 }  // namespace
 
 // ==== tests that need no GPU ===========================================================================
@@ -256,6 +281,44 @@ TEMPLATE_TEST_CASE("ops::linear on CUDA matches the CPU backend", "[cuda][ops]",
   check_close(down(tensor_view<const float, 2>(dy)), want, 1e-5, 1e-6, &m, "strided linear");
 }
 
+TEMPLATE_TEST_CASE("ops::linear on CUDA with 2048 and 2056 inputs: the vectorised GEMV loop over many steps",
+                   "[cuda][ops]", float, bf16, jhalf) {
+  SKIP_WITHOUT_GPU();
+  using W = TestType;
+  std::mt19937 rng(15);
+  const index_t out = 512;
+  // K = 2048: a warp's 16-byte loads cover 32·(16 / sizeof(W)) inputs per step, so the GEMV
+  // loop runs 8 (bf16/half) or 16 (float) full steps; K = 2056 adds a partial last step.
+  for (const index_t in : {2048, 2056}) {
+    const auto w = random_tensor<W, 2>(rng, make_dims(out, in), 0.5f);  // (out, in)
+    const auto dw = up(w);
+    for (const index_t rows : {1, 5, 8, 70}) {
+      const auto x = random_tensor<float, 2>(rng, make_dims(rows, in));  // (T, in)
+      const auto dx = up(x);
+      for (const bool tensor_cores : {false, true}) {
+        // Tensor cores (bf16/half, T > 8) multiply x rounded to W: the reference is then the CPU
+        // on that rounded x, the products are exact on both sides and only the summation order
+        // differs. Every other path multiplies the fp32 x. Either way 3·K·u·Σ|x·w|: at K = 2048,
+        // 3.7e-4 of Σ|x·w|, while one input dropped or read twice costs Σ|x·w|/K = 4.9e-4 of it
+        // on average (and a skipped 16-byte vector 8 times that).
+        const bool rounded = tensor_cores && !std::is_same_v<W, float> && rows > kernels::gemv_max_rows;
+        tensor<float, 2> x_ref(x.extents());  // (T, in)
+        for (index_t i = 0; i < x.size(); ++i)
+          x_ref.data()[i] = rounded ? to_float(from_float<W>(x.data()[i])) : x.data()[i];
+        tensor<float, 2> want(make_dims(rows, out));  // (T, out)
+        ops::linear(cpu, x_ref.view(), w.view(), want.view());
+        const gpu_policy g = gpu_with_tensor_cores(tensor_cores);
+        tensor<float, 2, gpu_policy> dy(g, make_dims(rows, out));  // (T, out)
+        ops::linear(g, dx.view(), dw.view(), dy.view());
+        const auto m = linear_magnitudes(x_ref, w);
+        check_close(down(dy), want, sum_order_rel(in), 1e-6, &m,
+                    "linear T=" + std::to_string(rows) + " in=" + std::to_string(in) +
+                        (rounded ? " tensor cores (x rounded)" : " fp32 activations"));
+      }
+    }
+  }
+}
+
 TEST_CASE("ops::rms_norm, softmax, silu, glu, add_inplace and copy on CUDA match the CPU backend", "[cuda][ops]") {
   SKIP_WITHOUT_GPU();
   const gpu_policy& g = gpu();
@@ -309,6 +372,56 @@ TEST_CASE("ops::rms_norm, softmax, silu, glu, add_inplace and copy on CUDA match
     for (index_t s = 0; s < 3; ++s)
       for (index_t hh = 0; hh < 4; ++hh)
         for (index_t d = 0; d < 8; ++d) CHECK(stored(b0, hh, s + 1, d) == src(b0, s, hh, d));
+}
+
+TEST_CASE("ops::copy_to_positions on CUDA writes what the CPU op writes; a bad end writes nothing", "[cuda][ops]") {
+  SKIP_WITHOUT_GPU();
+  const gpu_policy& g = gpu();
+  std::mt19937 rng(16);
+  // A copy is exact: compared with ==. The destination is a KV cache's store (B, H, C, D)
+  // seen as (B, C, H, D), as the model writes it.
+  const index_t batch = 2, capacity = 9, heads = 3, width = 4;
+  for (const index_t count : {1, 4}) {
+    for (const std::int32_t end : {static_cast<std::int32_t>(count), 6, 9}) {
+      INFO("T = " << count << ", end = " << end);
+      const auto src = random_tensor<float, 4>(rng, make_dims(batch, count, heads, width));   // (B, T, H, D)
+      auto store = random_tensor<float, 4>(rng, make_dims(batch, heads, capacity, width));    // (B, H, C, D)
+      auto dstore = up(store);
+      const auto dsrc = up(src);
+      tensor<std::int32_t, 1> end_host(make_dims(1));  // (1)
+      end_host(0) = end;
+      const auto dend = up(end_host);  // (1) read by the kernel when it runs
+      ops::copy_to_positions(cpu, src.view(), store.view().transpose(1, 2), &end);
+      ops::copy_to_positions(g, dsrc.view(), dstore.view().transpose(1, 2), dend.data());
+      check_equal(down(dstore), store, "copy_to_positions");
+    }
+  }
+
+  // Ends outside [T, C], as tests/ops/copy_to_positions.cpp tries on the CPU: the CPU op throws
+  // at once, the device records the error, writes nothing, and the next wait throws it.
+  const auto src = random_tensor<float, 4>(rng, make_dims(1, 2, 2, 4));     // (B, T, H, D)
+  const auto before = random_tensor<float, 4>(rng, make_dims(1, 2, 5, 4));  // (B, H, C, D)
+  const auto dsrc = up(src);
+  for (const std::int32_t bad : {1, 6}) {  // before T, or past the capacity
+    INFO("end = " << bad);
+    tensor<float, 4> store(before.extents());  // (B, H, C, D)
+    for (index_t i = 0; i < store.size(); ++i) store.data()[i] = before.data()[i];
+    CHECK_THROWS_WITH(ops::copy_to_positions(cpu, src.view(), store.view().transpose(1, 2), &bad),
+                      Catch::Contains("end position " + std::to_string(bad)));
+    auto dstore = up(before);
+    tensor<std::int32_t, 1> bad_host(make_dims(1));  // (1)
+    bad_host(0) = bad;
+    const auto dbad = up(bad_host);
+    ops::copy_to_positions(g, dsrc.view(), dstore.view().transpose(1, 2), dbad.data());  // queued
+    CHECK_THROWS_WITH(g.synchronize(), Catch::Contains("end position " + std::to_string(bad)));
+    check_equal(down(dstore), before, "nothing written for a bad end");
+    CHECK_NOTHROW(g.synchronize());  // reported once
+  }
+  // The end must be where the kernel can read it.
+  const std::int32_t host_end = 3;
+  auto dstore = up(before);
+  CHECK_THROWS_WITH(ops::copy_to_positions(g, dsrc.view(), dstore.view().transpose(1, 2), &host_end),
+                    Catch::Contains("host memory"));
 }
 
 TEST_CASE("ops::rope on CUDA matches the CPU backend, with host or device positions", "[cuda][ops]") {
@@ -446,6 +559,142 @@ TEST_CASE("ops::attention on CUDA (tiles and decode) matches the CPU backend", "
   compare_attention(rng, 1, 300, 0, 2, 1, 128, true, false, ops::kv_head_modulo{});  // many key chunks
   compare_attention(rng, 1, 1, 1500, 4, 2, 128, true, true, ops::kv_head_modulo{});   // decode split 24 ways
   compare_attention(rng, 2, 1, 700, 4, 2, 64, false, true, ops::kv_head_grouped{});   // split, not causal
+}
+
+namespace {
+// Attention over a KV store of `capacity` positions whose first `count` hold keys, the count in
+// device memory (options.key_count: how every model step calls it; the queries are the last Tq
+// of the `count` positions). Compared with the CPU op given the same options (the count in host
+// memory) and with a double-precision brute force over the first `count` keys.
+template <class KvHeadMap>
+void compare_counted_attention(std::mt19937& rng, index_t batch, index_t q_len, index_t count, index_t capacity,
+                               index_t q_heads, index_t kv_heads, index_t head_dim, bool causal, bool with_mask,
+                               KvHeadMap map) {
+  const gpu_policy& g = gpu();
+  const auto q = random_tensor<float, 4>(rng, make_dims(batch, q_len, q_heads, head_dim));  // (B, Tq, Hq, D)
+  auto k_store = random_tensor<float, 4>(rng, make_dims(batch, kv_heads, capacity, head_dim));  // (B, Hkv, C, D)
+  auto v_store = random_tensor<float, 4>(rng, make_dims(batch, kv_heads, capacity, head_dim));  // (B, Hkv, C, D)
+  // Positions count … C−1 hold no keys. Poisoned (key 0, so score 0 like a typical key; value
+  // 1000), so a kernel that attends to any of them moves outputs by ~1000/count, far past every
+  // bound here. The mask leaves them visible: only the count may hide them.
+  for (index_t b = 0; b < batch; ++b)
+    for (index_t h = 0; h < kv_heads; ++h)
+      for (index_t j = count; j < capacity; ++j)
+        for (index_t d = 0; d < head_dim; ++d) {
+          k_store(b, h, j, d) = 0.0f;
+          v_store(b, h, j, d) = 1000.0f;
+        }
+  tensor<std::uint8_t, 2> mask(make_dims(batch, capacity));  // (B, C)
+  for (index_t b = 0; b < batch; ++b)
+    for (index_t j = 0; j < capacity; ++j) mask(b, j) = with_mask ? ((j + b) % 5 != 3 || j >= count) : 1;
+  if (with_mask && batch > 1)
+    for (index_t j = 0; j < count / 2; ++j) mask(1, j) = 0;  // row 1 left-padded over half its keys
+
+  ops::attention_options options;
+  options.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  options.causal = causal;
+  options.q_offset = 12345;  // ignored once key_count is set
+  const auto window = [](const auto& store) {  // (B, C, Hkv, D) strided, as a KV cache hands it out
+    return tensor_view<const float, 4>(store.view()).transpose(1, 2);
+  };
+  const std::int32_t host_count = static_cast<std::int32_t>(count);
+  tensor<float, 4> want(q.extents());  // (B, Tq, Hq, D)
+  options.key_mask = mask.view();
+  options.key_count = &host_count;
+  ops::attention(cpu, q.view(), window(k_store), window(v_store), want.view(), options, map);
+
+  const auto dq = up(q);
+  const auto dk = up(k_store);
+  const auto dv = up(v_store);
+  const auto dmask = up(mask);
+  tensor<std::int32_t, 1> count_host(make_dims(1));  // (1)
+  count_host(0) = host_count;
+  const auto dcount = up(count_host);
+  tensor<float, 4, gpu_policy> dout(g, q.extents());  // (B, Tq, Hq, D)
+  options.key_mask = dmask.view();
+  options.key_count = dcount.data();
+  ops::attention(g, dq.view(), window(dk), window(dv), dout.view(), options, map);
+  const auto got = down(dout);
+  INFO("B=" << batch << " Tq=" << q_len << " count=" << count << " of " << capacity << " Hq=" << q_heads
+            << " Hkv=" << kv_heads << " D=" << head_dim << " causal=" << causal << " mask=" << with_mask);
+  // Against the CPU: as the attention test above (convex combinations of values in [-1, 1];
+  // rounding of n ≤ 1500 terms grows like √n·u, 6·√1500·u ≈ 1.4e-5 even at six sigma).
+  check_close(got, want, 0.0, 2e-5, nullptr, "attention with key_count vs the CPU");
+
+  // Brute force in double. Bound per query, each backend against it: the fp32 scores are off by
+  // Δs ≤ scale·(D + 2)·u·Σ_d|q_d·k_d| (a D-term dot and the scaling), which moves a softmax
+  // average of values in [-1, 1] by ≤ Σ_j p_j·|v_j − out|·Δs_j ≤ 2·max Δs; the n exponentials
+  // (≤ 2 ulp each), rescalings and the weighted sums add ≤ (4n + 64)·u.
+  tensor<float, 4> exact(q.extents());  // (B, Tq, Hq, D)
+  std::vector<double> bound(static_cast<std::size_t>(q.size()));
+  const index_t offset = count - q_len;
+  std::vector<double> scores(static_cast<std::size_t>(count));
+  for (index_t b = 0; b < batch; ++b)
+    for (index_t i = 0; i < q_len; ++i)
+      for (index_t h = 0; h < q_heads; ++h) {
+        const index_t kv = map(static_cast<int>(h), static_cast<int>(q_heads), static_cast<int>(kv_heads));
+        const index_t end = causal ? std::min(count, offset + i + 1) : count;
+        double top = -INFINITY, worst_dot = 0.0;
+        index_t visible = 0;
+        for (index_t j = 0; j < end; ++j) {
+          if (!mask(b, j)) continue;
+          double dot = 0.0, magnitude = 0.0;
+          for (index_t d = 0; d < head_dim; ++d) {
+            dot += static_cast<double>(q(b, i, h, d)) * k_store(b, kv, j, d);
+            magnitude += std::fabs(static_cast<double>(q(b, i, h, d)) * k_store(b, kv, j, d));
+          }
+          scores[static_cast<std::size_t>(j)] = options.scale * dot;
+          top = std::max(top, scores[static_cast<std::size_t>(j)]);
+          worst_dot = std::max(worst_dot, magnitude);
+          ++visible;
+        }
+        std::vector<double> acc(static_cast<std::size_t>(head_dim), 0.0);
+        double sum = 0.0;
+        for (index_t j = 0; j < end; ++j) {
+          if (!mask(b, j)) continue;
+          const double p = std::exp(scores[static_cast<std::size_t>(j)] - top);
+          sum += p;
+          for (index_t d = 0; d < head_dim; ++d) acc[static_cast<std::size_t>(d)] += p * v_store(b, kv, j, d);
+        }
+        const double ds = options.scale * static_cast<double>(head_dim + 2) * fp32_u * worst_dot;
+        for (index_t d = 0; d < head_dim; ++d) {
+          exact(b, i, h, d) = visible > 0 ? static_cast<float>(acc[static_cast<std::size_t>(d)] / sum) : 0.0f;
+          bound[static_cast<std::size_t>(((b * q_len + i) * q_heads + h) * head_dim + d)] =
+              2.0 * ds + static_cast<double>(4 * visible + 64) * fp32_u + 1e-7;
+        }
+      }
+  check_close(got, exact, 1.0, 0.0, &bound, "GPU attention with key_count vs brute force");
+  check_close(want, exact, 1.0, 0.0, &bound, "CPU attention with key_count vs brute force");
+}
+}  // namespace
+
+TEST_CASE("ops::attention on CUDA with a key count on the device: the keys past it are never read", "[cuda][ops]") {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(19);
+  // Decode (Tq = 1) over a store of 2048: split 32 ways by capacity, so at count 70 most splits
+  // hold 3 keys and the last eight none; at 1500, 47 each.
+  compare_counted_attention(rng, 2, 1, 70, 2048, 4, 2, 64, true, true, ops::kv_head_modulo{});
+  compare_counted_attention(rng, 2, 1, 1500, 2048, 4, 2, 128, true, true, ops::kv_head_modulo{});
+  compare_counted_attention(rng, 1, 1, 1500, 2048, 2, 1, 200, true, false, ops::kv_head_grouped{});
+  compare_counted_attention(rng, 1, 1, 1, 2048, 4, 2, 64, true, false, ops::kv_head_modulo{});  // the first token
+  compare_counted_attention(rng, 1, 1, 300, 300, 4, 2, 64, true, true, ops::kv_head_modulo{});  // a full store
+  // Query tiles (Tq > 1): the queries are the last 19 of the count.
+  compare_counted_attention(rng, 2, 19, 70, 2048, 4, 2, 64, true, true, ops::kv_head_modulo{});
+  compare_counted_attention(rng, 2, 19, 19, 2048, 4, 2, 64, true, true, ops::kv_head_modulo{});  // a prefill
+  compare_counted_attention(rng, 1, 19, 1500, 2048, 6, 2, 128, true, true, ops::kv_head_grouped{});
+  compare_counted_attention(rng, 2, 17, 1500, 2048, 4, 2, 128, false, true, ops::kv_head_modulo{});  // not causal
+
+  // The count must be where the kernels read it.
+  const auto q = random_tensor<float, 4>(rng, make_dims(1, 1, 2, 16));   // (B, Tq, Hq, D)
+  const auto kv = random_tensor<float, 4>(rng, make_dims(1, 8, 1, 16));  // (B, Tk, Hkv, D)
+  const auto dq = up(q);
+  const auto dkv = up(kv);
+  tensor<float, 4, gpu_policy> dout(gpu(), q.extents());
+  ops::attention_options options;
+  const std::int32_t host_count = 5;
+  options.key_count = &host_count;
+  CHECK_THROWS_WITH(ops::attention(gpu(), dq.view(), dkv.view(), dkv.view(), dout.view(), options),
+                    Catch::Contains("key_count is in host memory"));
 }
 
 // ==== routing ===========================================================================================
