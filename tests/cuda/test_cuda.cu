@@ -12,10 +12,25 @@
 //    sum of magnitudes that entered the result (for a dot product Σ|x·w|), i.e. a few hundred
 //    fp32 roundings of relative 6e-8 with a margin.
 //  * tensor-core paths (bf16/half weights, tensor_cores = true, more than 8 rows): activations
-//    are rounded to the weight type, a relative error of at most 2^-9 (bf16) or 2^-12 (half)
-//    per product, so |gpu − cpu| ≤ 2^-8·Σ|x·w| (bf16) or 2^-11·Σ|x·w| (half), plus the fp32 bound.
+//    are rounded to the weight type, a relative error of at most 2^-8 (bf16: 8 significant
+//    bits, round to nearest) or 2^-11 (half: 11) per product, so |gpu − cpu| ≤ 2^-8·Σ|x·w|
+//    (bf16) or 2^-11·Σ|x·w| (half), plus the fp32 bound.
 //  * integer outputs (ids, plans, top-k indices): exact. Router gates, SiLU, GLU: 2e-6 relative
 //    (a few ulps of expf/logf/cosf against glibc, through a softmax or a normalisation).
+//  * The tests of long sums, tensor-core blocks and edge cases (the later ones) propagate rigorous
+//    bounds instead, in terms of u = 2^-24 (fp32's unit roundoff):
+//    - summation order: two fp32 sums of the same K products in any two orders differ by at
+//      most (γ_K + γ'_K)·Σ|terms|, γ_K ≈ K·u (Higham, "Accuracy and Stability of Numerical
+//      Algorithms", §3.1). The CPU contributes γ_K; the GPU's tensor-core adders may truncate
+//      instead of rounding (Fasi et al. 2021, "Numerical behavior of NVIDIA tensor cores"): at
+//      most 2u per addition. So 3·K·u·Σ|x·w| (sum_order_rel), whatever blocking or split-K.
+//    - operand rounding: an fp32 activation rounded to bf16 moves by at most 2^-8 relative (8
+//      significant bits, round to nearest), to half by 2^-11 (operand_rounding). Products of
+//      rounded operands are exact in fp32 (8+8 or 11+11 significant bits).
+//    - grid operands: inputs and router weights drawn as small multiples of 1/8 and 1/64 are
+//      exact in every weight type and all their partial sums are exact in fp32, so router
+//      logits agree to the bit on every path (and routing is identical by construction).
+//    Through a GLU and a second GEMM the bounds are propagated row by row (glu_mlp_bound).
 #include "cuda/cuda_test_support.cuh"
 
 #include <cmath>
@@ -143,6 +158,38 @@ double tensor_core_rel() {
   else return 1e-5;
 }
 
+// ---- rigorous bounds (see "Tolerances" above) -----------------------------------------------------
+constexpr double fp32_u = 0x1p-24;  // fp32's unit roundoff
+
+// |Δ| / Σ|terms| for the same K-term fp32 sum taken in two orders, one of them possibly on
+// truncating tensor-core adders: γ_K (CPU) + 2γ_K (GPU) ≈ 3·K·u.
+double sum_order_rel(index_t terms) { return 3.0 * static_cast<double>(terms) * fp32_u; }
+
+// The relative error of rounding an fp32 activation to W: bf16 2^-8, half 2^-11, float none.
+template <class W>
+double operand_rounding() {
+  if constexpr (std::is_same_v<W, bf16>) return 0x1p-8;
+  else if constexpr (std::is_same_v<W, jhalf>) return 0x1p-11;
+  else return 0.0;
+}
+
+// numerator / denominator with numerator uniform in [-numerators, numerators]. With
+// numerators ≤ 512 and a power-of-two denominator every value is exact in float, bf16 and
+// half, and so is every product of two such values and every partial sum of a few hundred.
+template <class T, std::size_t R>
+tensor<T, R> grid_tensor(std::mt19937& rng, const dims<R>& extents, int numerators, float denominator) {
+  std::uniform_int_distribution<int> dist(-numerators, numerators);
+  tensor<T, R> t(extents);
+  for (index_t i = 0; i < t.size(); ++i) t.data()[i] = from_float<T>(static_cast<float>(dist(rng)) / denominator);
+  return t;
+}
+
+// A host copy of a host view (a CPU plan's arrays), to compare with a device download.
+template <class T, std::size_t R>
+tensor<std::remove_cv_t<T>, R> host_copy(tensor_view<T, R> v) {
+  return exec::to_host(cpu, v);
+}
+
 }  // namespace
 
 // ==== tests that need no GPU ===========================================================================
@@ -256,6 +303,44 @@ TEMPLATE_TEST_CASE("ops::linear on CUDA matches the CPU backend", "[cuda][ops]",
   check_close(down(tensor_view<const float, 2>(dy)), want, 1e-5, 1e-6, &m, "strided linear");
 }
 
+TEMPLATE_TEST_CASE("ops::linear on CUDA with 2048 and 2056 inputs: the vectorised GEMV loop over many steps",
+                   "[cuda][ops]", float, bf16, jhalf) {
+  SKIP_WITHOUT_GPU();
+  using W = TestType;
+  std::mt19937 rng(15);
+  const index_t out = 512;
+  // K = 2048: a warp's 16-byte loads cover 32·(16 / sizeof(W)) inputs per step, so the GEMV
+  // loop runs 8 (bf16/half) or 16 (float) full steps; K = 2056 adds a partial last step.
+  for (const index_t in : {2048, 2056}) {
+    const auto w = random_tensor<W, 2>(rng, make_dims(out, in), 0.5f);  // (out, in)
+    const auto dw = up(w);
+    for (const index_t rows : {1, 5, 8, 70}) {
+      const auto x = random_tensor<float, 2>(rng, make_dims(rows, in));  // (T, in)
+      const auto dx = up(x);
+      for (const bool tensor_cores : {false, true}) {
+        // Tensor cores (bf16/half, T > 8) multiply x rounded to W: the reference is then the CPU
+        // on that rounded x, the products are exact on both sides and only the summation order
+        // differs. Every other path multiplies the fp32 x. Either way 3·K·u·Σ|x·w|: at K = 2048,
+        // 3.7e-4 of Σ|x·w|, while one input dropped or read twice costs Σ|x·w|/K = 4.9e-4 of it
+        // on average (and a skipped 16-byte vector 8 times that).
+        const bool rounded = tensor_cores && !std::is_same_v<W, float> && rows > kernels::gemv_max_rows;
+        tensor<float, 2> x_ref(x.extents());  // (T, in)
+        for (index_t i = 0; i < x.size(); ++i)
+          x_ref.data()[i] = rounded ? to_float(from_float<W>(x.data()[i])) : x.data()[i];
+        tensor<float, 2> want(make_dims(rows, out));  // (T, out)
+        ops::linear(cpu, x_ref.view(), w.view(), want.view());
+        const gpu_policy g = gpu_with_tensor_cores(tensor_cores);
+        tensor<float, 2, gpu_policy> dy(g, make_dims(rows, out));  // (T, out)
+        ops::linear(g, dx.view(), dw.view(), dy.view());
+        const auto m = linear_magnitudes(x_ref, w);
+        check_close(down(dy), want, sum_order_rel(in), 1e-6, &m,
+                    "linear T=" + std::to_string(rows) + " in=" + std::to_string(in) +
+                        (rounded ? " tensor cores (x rounded)" : " fp32 activations"));
+      }
+    }
+  }
+}
+
 TEST_CASE("ops::rms_norm, softmax, silu, glu, add_inplace and copy on CUDA match the CPU backend", "[cuda][ops]") {
   SKIP_WITHOUT_GPU();
   const gpu_policy& g = gpu();
@@ -309,6 +394,56 @@ TEST_CASE("ops::rms_norm, softmax, silu, glu, add_inplace and copy on CUDA match
     for (index_t s = 0; s < 3; ++s)
       for (index_t hh = 0; hh < 4; ++hh)
         for (index_t d = 0; d < 8; ++d) CHECK(stored(b0, hh, s + 1, d) == src(b0, s, hh, d));
+}
+
+TEST_CASE("ops::copy_to_positions on CUDA writes what the CPU op writes; a bad end writes nothing", "[cuda][ops]") {
+  SKIP_WITHOUT_GPU();
+  const gpu_policy& g = gpu();
+  std::mt19937 rng(16);
+  // A copy is exact: compared with ==. The destination is a KV cache's store (B, H, C, D)
+  // seen as (B, C, H, D), as the model writes it.
+  const index_t batch = 2, capacity = 9, heads = 3, width = 4;
+  for (const index_t count : {1, 4}) {
+    for (const std::int32_t end : {static_cast<std::int32_t>(count), 6, 9}) {
+      INFO("T = " << count << ", end = " << end);
+      const auto src = random_tensor<float, 4>(rng, make_dims(batch, count, heads, width));   // (B, T, H, D)
+      auto store = random_tensor<float, 4>(rng, make_dims(batch, heads, capacity, width));    // (B, H, C, D)
+      auto dstore = up(store);
+      const auto dsrc = up(src);
+      tensor<std::int32_t, 1> end_host(make_dims(1));  // (1)
+      end_host(0) = end;
+      const auto dend = up(end_host);  // (1) read by the kernel when it runs
+      ops::copy_to_positions(cpu, src.view(), store.view().transpose(1, 2), &end);
+      ops::copy_to_positions(g, dsrc.view(), dstore.view().transpose(1, 2), dend.data());
+      check_equal(down(dstore), store, "copy_to_positions");
+    }
+  }
+
+  // Ends outside [T, C], as tests/ops/copy_to_positions.cpp tries on the CPU: the CPU op throws
+  // at once, the device records the error, writes nothing, and the next wait throws it.
+  const auto src = random_tensor<float, 4>(rng, make_dims(1, 2, 2, 4));     // (B, T, H, D)
+  const auto before = random_tensor<float, 4>(rng, make_dims(1, 2, 5, 4));  // (B, H, C, D)
+  const auto dsrc = up(src);
+  for (const std::int32_t bad : {1, 6}) {  // before T, or past the capacity
+    INFO("end = " << bad);
+    tensor<float, 4> store(before.extents());  // (B, H, C, D)
+    for (index_t i = 0; i < store.size(); ++i) store.data()[i] = before.data()[i];
+    CHECK_THROWS_WITH(ops::copy_to_positions(cpu, src.view(), store.view().transpose(1, 2), &bad),
+                      Catch::Contains("end position " + std::to_string(bad)));
+    auto dstore = up(before);
+    tensor<std::int32_t, 1> bad_host(make_dims(1));  // (1)
+    bad_host(0) = bad;
+    const auto dbad = up(bad_host);
+    ops::copy_to_positions(g, dsrc.view(), dstore.view().transpose(1, 2), dbad.data());  // queued
+    CHECK_THROWS_WITH(g.synchronize(), Catch::Contains("end position " + std::to_string(bad)));
+    check_equal(down(dstore), before, "nothing written for a bad end");
+    CHECK_NOTHROW(g.synchronize());  // reported once
+  }
+  // The end must be where the kernel can read it.
+  const std::int32_t host_end = 3;
+  auto dstore = up(before);
+  CHECK_THROWS_WITH(ops::copy_to_positions(g, dsrc.view(), dstore.view().transpose(1, 2), &host_end),
+                    Catch::Contains("host memory"));
 }
 
 TEST_CASE("ops::rope on CUDA matches the CPU backend, with host or device positions", "[cuda][ops]") {
@@ -448,6 +583,142 @@ TEST_CASE("ops::attention on CUDA (tiles and decode) matches the CPU backend", "
   compare_attention(rng, 2, 1, 700, 4, 2, 64, false, true, ops::kv_head_grouped{});   // split, not causal
 }
 
+namespace {
+// Attention over a KV store of `capacity` positions whose first `count` hold keys, the count in
+// device memory (options.key_count: how every model step calls it; the queries are the last Tq
+// of the `count` positions). Compared with the CPU op given the same options (the count in host
+// memory) and with a double-precision brute force over the first `count` keys.
+template <class KvHeadMap>
+void compare_counted_attention(std::mt19937& rng, index_t batch, index_t q_len, index_t count, index_t capacity,
+                               index_t q_heads, index_t kv_heads, index_t head_dim, bool causal, bool with_mask,
+                               KvHeadMap map) {
+  const gpu_policy& g = gpu();
+  const auto q = random_tensor<float, 4>(rng, make_dims(batch, q_len, q_heads, head_dim));  // (B, Tq, Hq, D)
+  auto k_store = random_tensor<float, 4>(rng, make_dims(batch, kv_heads, capacity, head_dim));  // (B, Hkv, C, D)
+  auto v_store = random_tensor<float, 4>(rng, make_dims(batch, kv_heads, capacity, head_dim));  // (B, Hkv, C, D)
+  // Positions count … C−1 hold no keys. Poisoned (key 0, so score 0 like a typical key; value
+  // 1000), so a kernel that attends to any of them moves outputs by ~1000/count, far past every
+  // bound here. The mask leaves them visible: only the count may hide them.
+  for (index_t b = 0; b < batch; ++b)
+    for (index_t h = 0; h < kv_heads; ++h)
+      for (index_t j = count; j < capacity; ++j)
+        for (index_t d = 0; d < head_dim; ++d) {
+          k_store(b, h, j, d) = 0.0f;
+          v_store(b, h, j, d) = 1000.0f;
+        }
+  tensor<std::uint8_t, 2> mask(make_dims(batch, capacity));  // (B, C)
+  for (index_t b = 0; b < batch; ++b)
+    for (index_t j = 0; j < capacity; ++j) mask(b, j) = with_mask ? ((j + b) % 5 != 3 || j >= count) : 1;
+  if (with_mask && batch > 1)
+    for (index_t j = 0; j < count / 2; ++j) mask(1, j) = 0;  // row 1 left-padded over half its keys
+
+  ops::attention_options options;
+  options.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  options.causal = causal;
+  options.q_offset = 12345;  // ignored once key_count is set
+  const auto window = [](const auto& store) {  // (B, C, Hkv, D) strided, as a KV cache hands it out
+    return tensor_view<const float, 4>(store.view()).transpose(1, 2);
+  };
+  const std::int32_t host_count = static_cast<std::int32_t>(count);
+  tensor<float, 4> want(q.extents());  // (B, Tq, Hq, D)
+  options.key_mask = mask.view();
+  options.key_count = &host_count;
+  ops::attention(cpu, q.view(), window(k_store), window(v_store), want.view(), options, map);
+
+  const auto dq = up(q);
+  const auto dk = up(k_store);
+  const auto dv = up(v_store);
+  const auto dmask = up(mask);
+  tensor<std::int32_t, 1> count_host(make_dims(1));  // (1)
+  count_host(0) = host_count;
+  const auto dcount = up(count_host);
+  tensor<float, 4, gpu_policy> dout(g, q.extents());  // (B, Tq, Hq, D)
+  options.key_mask = dmask.view();
+  options.key_count = dcount.data();
+  ops::attention(g, dq.view(), window(dk), window(dv), dout.view(), options, map);
+  const auto got = down(dout);
+  INFO("B=" << batch << " Tq=" << q_len << " count=" << count << " of " << capacity << " Hq=" << q_heads
+            << " Hkv=" << kv_heads << " D=" << head_dim << " causal=" << causal << " mask=" << with_mask);
+  // Against the CPU: as the attention test above (convex combinations of values in [-1, 1];
+  // rounding of n ≤ 1500 terms grows like √n·u, 6·√1500·u ≈ 1.4e-5 even at six sigma).
+  check_close(got, want, 0.0, 2e-5, nullptr, "attention with key_count vs the CPU");
+
+  // Brute force in double. Bound per query, each backend against it: the fp32 scores are off by
+  // Δs ≤ scale·(D + 2)·u·Σ_d|q_d·k_d| (a D-term dot and the scaling), which moves a softmax
+  // average of values in [-1, 1] by ≤ Σ_j p_j·|v_j − out|·Δs_j ≤ 2·max Δs; the n exponentials
+  // (≤ 2 ulp each), rescalings and the weighted sums add ≤ (4n + 64)·u.
+  tensor<float, 4> exact(q.extents());  // (B, Tq, Hq, D)
+  std::vector<double> bound(static_cast<std::size_t>(q.size()));
+  const index_t offset = count - q_len;
+  std::vector<double> scores(static_cast<std::size_t>(count));
+  for (index_t b = 0; b < batch; ++b)
+    for (index_t i = 0; i < q_len; ++i)
+      for (index_t h = 0; h < q_heads; ++h) {
+        const index_t kv = map(static_cast<int>(h), static_cast<int>(q_heads), static_cast<int>(kv_heads));
+        const index_t end = causal ? std::min(count, offset + i + 1) : count;
+        double top = -INFINITY, worst_dot = 0.0;
+        index_t visible = 0;
+        for (index_t j = 0; j < end; ++j) {
+          if (!mask(b, j)) continue;
+          double dot = 0.0, magnitude = 0.0;
+          for (index_t d = 0; d < head_dim; ++d) {
+            dot += static_cast<double>(q(b, i, h, d)) * k_store(b, kv, j, d);
+            magnitude += std::fabs(static_cast<double>(q(b, i, h, d)) * k_store(b, kv, j, d));
+          }
+          scores[static_cast<std::size_t>(j)] = options.scale * dot;
+          top = std::max(top, scores[static_cast<std::size_t>(j)]);
+          worst_dot = std::max(worst_dot, magnitude);
+          ++visible;
+        }
+        std::vector<double> acc(static_cast<std::size_t>(head_dim), 0.0);
+        double sum = 0.0;
+        for (index_t j = 0; j < end; ++j) {
+          if (!mask(b, j)) continue;
+          const double p = std::exp(scores[static_cast<std::size_t>(j)] - top);
+          sum += p;
+          for (index_t d = 0; d < head_dim; ++d) acc[static_cast<std::size_t>(d)] += p * v_store(b, kv, j, d);
+        }
+        const double ds = options.scale * static_cast<double>(head_dim + 2) * fp32_u * worst_dot;
+        for (index_t d = 0; d < head_dim; ++d) {
+          exact(b, i, h, d) = visible > 0 ? static_cast<float>(acc[static_cast<std::size_t>(d)] / sum) : 0.0f;
+          bound[static_cast<std::size_t>(((b * q_len + i) * q_heads + h) * head_dim + d)] =
+              2.0 * ds + static_cast<double>(4 * visible + 64) * fp32_u + 1e-7;
+        }
+      }
+  check_close(got, exact, 1.0, 0.0, &bound, "GPU attention with key_count vs brute force");
+  check_close(want, exact, 1.0, 0.0, &bound, "CPU attention with key_count vs brute force");
+}
+}  // namespace
+
+TEST_CASE("ops::attention on CUDA with a key count on the device: the keys past it are never read", "[cuda][ops]") {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(19);
+  // Decode (Tq = 1) over a store of 2048: split 32 ways by capacity, so at count 70 most splits
+  // hold 3 keys and the last eight none; at 1500, 47 each.
+  compare_counted_attention(rng, 2, 1, 70, 2048, 4, 2, 64, true, true, ops::kv_head_modulo{});
+  compare_counted_attention(rng, 2, 1, 1500, 2048, 4, 2, 128, true, true, ops::kv_head_modulo{});
+  compare_counted_attention(rng, 1, 1, 1500, 2048, 2, 1, 200, true, false, ops::kv_head_grouped{});
+  compare_counted_attention(rng, 1, 1, 1, 2048, 4, 2, 64, true, false, ops::kv_head_modulo{});  // the first token
+  compare_counted_attention(rng, 1, 1, 300, 300, 4, 2, 64, true, true, ops::kv_head_modulo{});  // a full store
+  // Query tiles (Tq > 1): the queries are the last 19 of the count.
+  compare_counted_attention(rng, 2, 19, 70, 2048, 4, 2, 64, true, true, ops::kv_head_modulo{});
+  compare_counted_attention(rng, 2, 19, 19, 2048, 4, 2, 64, true, true, ops::kv_head_modulo{});  // a prefill
+  compare_counted_attention(rng, 1, 19, 1500, 2048, 6, 2, 128, true, true, ops::kv_head_grouped{});
+  compare_counted_attention(rng, 2, 17, 1500, 2048, 4, 2, 128, false, true, ops::kv_head_modulo{});  // not causal
+
+  // The count must be where the kernels read it.
+  const auto q = random_tensor<float, 4>(rng, make_dims(1, 1, 2, 16));   // (B, Tq, Hq, D)
+  const auto kv = random_tensor<float, 4>(rng, make_dims(1, 8, 1, 16));  // (B, Tk, Hkv, D)
+  const auto dq = up(q);
+  const auto dkv = up(kv);
+  tensor<float, 4, gpu_policy> dout(gpu(), q.extents());
+  ops::attention_options options;
+  const std::int32_t host_count = 5;
+  options.key_count = &host_count;
+  CHECK_THROWS_WITH(ops::attention(gpu(), dq.view(), dkv.view(), dkv.view(), dout.view(), options),
+                    Catch::Contains("key_count is in host memory"));
+}
+
 // ==== routing ===========================================================================================
 
 namespace {
@@ -490,6 +761,61 @@ TEST_CASE("every router runs on CUDA and chooses as on the CPU", "[cuda][routing
     routing::sigmoid_top_k cpu_sigmoid{bias.view(), 4, 2, true, 2.5f};
     routing::sigmoid_top_k gpu_sigmoid{dbias.view(), 4, 2, true, 2.5f};
     compare_router(cpu_sigmoid, gpu_sigmoid, logits, 3, "sigmoid_top_k");
+  }
+}
+
+TEST_CASE("routers on CUDA rank NaN logits as the CPU does: below every number, lower index first",
+          "[cuda][routing]") {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(22);
+  const index_t tokens = 40, experts = 16;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  // Rows by t mod 4: one NaN among numbers; one number among NaNs; only NaNs; no NaN.
+  const auto with_nans = [&](tensor<float, 2> logits) {
+    for (index_t t = 0; t < tokens; ++t) {
+      const index_t e0 = t % experts;
+      for (index_t e = 0; e < experts; ++e)
+        if ((t % 4 == 0 && e == e0) || (t % 4 == 1 && e != e0) || t % 4 == 2) logits(t, e) = nan;
+    }
+    return logits;
+  };
+  const auto logits = with_nans(grid_logits(rng, tokens, experts));  // (T, E)
+  compare_router(routing::top_k_then_softmax{}, routing::top_k_then_softmax{}, logits, 2, "top_k_then_softmax, NaN");
+  compare_router(routing::softmax_then_top_k{false}, routing::softmax_then_top_k{false}, logits, 3,
+                 "softmax_then_top_k, NaN");
+  compare_router(routing::softmax_then_top_k{true}, routing::softmax_then_top_k{true}, logits, 3,
+                 "softmax_then_top_k renormalised, NaN");
+  compare_router(routing::switch_top1{}, routing::switch_top1{}, logits, 2, "switch_top1, NaN");
+  compare_router(routing::noisy_top_k{0.5f, 11, 3}, routing::noisy_top_k{0.5f, 11, 3}, logits, 2, "noisy_top_k, NaN");
+  const auto bias = random_tensor<float, 1>(rng, make_dims(experts), 0.1f);  // (E)
+  const auto dbias = up(bias);
+  compare_router(routing::sigmoid_top_k{bias.view(), 4, 2, true, 2.5f},
+                 routing::sigmoid_top_k{dbias.view(), 4, 2, true, 2.5f}, logits, 3, "sigmoid_top_k, NaN");
+  // Expert choice ranks probabilities across tokens: continuous logits, as in the test above.
+  // A row with a NaN has only NaN probabilities; capacity factor 4 makes each expert take 20 of
+  // the 40 tokens, more than the 10 without NaN, so the NaN rows' order (by token) decides too.
+  const auto smooth = with_nans(random_tensor<float, 2>(rng, make_dims(tokens, experts), 2.0f));  // (T, E)
+  compare_router(routing::expert_choice{4.0}, routing::expert_choice{4.0}, smooth, 2, "expert_choice, NaN");
+
+  // The rule itself (routing/router.hpp), checked on the GPU's choices without the CPU's help.
+  const auto dlogits = up(logits);
+  tensor<std::int32_t, 2, gpu_policy> dids(gpu(), make_dims(tokens, 2));  // (T, 2)
+  tensor<float, 2, gpu_policy> dgates(gpu(), make_dims(tokens, 2));       // (T, 2)
+  routing::top_k_then_softmax{}.route(gpu(), dlogits.view(), 2, dids.view(), dgates.view());
+  const auto ids = down(dids);
+  const auto gates = down(dgates);
+  for (index_t t = 0; t < tokens; ++t) {
+    INFO("token " << t);
+    const std::int32_t e0 = static_cast<std::int32_t>(t % experts);
+    if (t % 4 == 0) {  // the NaN is never chosen, and the gates stay numbers
+      CHECK((ids(t, 0) != e0 && ids(t, 1) != e0));
+      CHECK((std::isfinite(gates(t, 0)) && std::isfinite(gates(t, 1))));
+    } else if (t % 4 == 1) {  // the one number first, then the lowest-index NaN
+      CHECK(ids(t, 0) == e0);
+      CHECK(ids(t, 1) == (e0 == 0 ? 1 : 0));
+    } else if (t % 4 == 2) {  // all NaN: by index
+      CHECK((ids(t, 0) == 0 && ids(t, 1) == 1));
+    }
   }
 }
 
@@ -564,7 +890,8 @@ void random_choices(std::mt19937& rng, index_t tokens, index_t slots, index_t ex
 
 // One routed batch on both backends, as the grouped-linear tests use it: 2 of `experts` per
 // token at random (a fraction `empty_fraction` of the slots empty), the plan built on each
-// backend, x on the host and the device, scratch, and the inputs read through the plans.
+// backend (with `capacity`), x on the host and the device, scratch, and the inputs read
+// through the plans.
 struct routed_batch {
   tensor<std::int32_t, 2> ids;       // (T, 2)
   tensor<float, 2> gates;            // (T, 2)
@@ -577,9 +904,10 @@ struct routed_batch {
   routing::expert_scratch<gpu_policy> gpu_scratch;
   routing::expert_input cpu_in, gpu_in;  // x / dx through each plan's sorted_token
 
-  routed_batch(std::mt19937& rng, index_t tokens, index_t experts, index_t hidden, double empty_fraction) {
+  routed_batch(std::mt19937& rng, index_t tokens, index_t experts, index_t hidden, double empty_fraction,
+               routing::capacity_limit capacity = {}) {
     random_choices(rng, tokens, 2, experts, empty_fraction, ids, gates);
-    build_both(p, ids, gates, experts, {});
+    build_both(p, ids, gates, experts, capacity);
     rows = p.cpu_plan.num_sorted_rows();
     gpu_rows = p.gpu_plan.max_sorted_rows();
     x = random_tensor<float, 2>(rng, make_dims(tokens, hidden));
@@ -778,62 +1106,350 @@ TEMPLATE_TEST_CASE("grouped linears on tensor cores (WMMA) match the CPU backend
   }
 }
 
-TEMPLATE_TEST_CASE("moe_mlp and mixture_of_attention blocks on CUDA match the CPU backend", "[cuda][routing]", float,
-                   bf16) {
+namespace {
+// Relative bound of one GEMM's output against Σ|x·w| (the Tolerances above): operand rounding
+// when its input may be rounded to W on tensor cores, and the summation order either way.
+template <class W>
+double gemm_rel(bool rounded, index_t k) {
+  const double r = rounded ? operand_rounding<W>() : 0.0;
+  return r + (1.0 + r) * sum_order_rel(k);
+}
+
+// Per-element bound on |GPU − CPU| for grouped_glu_mlp's output z (N, H) over a CPU plan,
+// propagated row by row from the CPU's own intermediates (h, u):
+//   h = W_in·x       |Δh| ≤ rel_in·Σ|x·w_in| + 1e-7
+//   u = silu(g)·up   |Δu| ≤ 1.1·Δg·|up| + (|g| + Δg)·Δup + 2e-6·(|g| + Δg)·(|up| + Δup)
+//                    (|silu'| ≤ 1.1 and |silu(g)| ≤ |g|; 2e-6 for the GLU's own ulps, as above)
+//   z = W_out·u      |Δz| ≤ Σ|w_out|·Δu + rel_out·Σ|w_out|·(|u| + Δu) + 1e-7
+// rel_in, rel_out: gemm_rel of each GEMM. `magnitude`, if given, gets Σ|w_out|·(|u| + Δu) ≥ |z|.
+template <class W>
+std::vector<double> glu_mlp_bound(const tensor<float, 2>& x, const routing::routing_plan<exec::cpu>& plan,
+                                  const tensor<W, 3>& w_in, const tensor<W, 3>& w_out, double rel_in, double rel_out,
+                                  std::vector<double>* magnitude = nullptr) {
+  const index_t rows = plan.num_sorted_rows(), inner = w_out.extent(2), hidden = w_out.extent(1);
+  routing::expert_scratch<exec::cpu> scratch;
+  const auto in = routing::expert_input::indexed(x.view(), plan.sorted_token());
+  tensor<float, 2> h(make_dims(rows, 2 * inner));  // (N, 2I)
+  routing::grouped_linear(cpu, plan, in, w_in.view(), h.view(), scratch);
+  tensor<float, 2> u(make_dims(rows, inner));  // (N, I)
+  routing::grouped_glu(cpu, plan, in, w_in.view(), u.view(), scratch);
+  const auto m = grouped_magnitudes(x, plan, w_in);  // (N, 2I) Σ|x·w_in|
+  std::vector<double> bound(static_cast<std::size_t>(rows * hidden));
+  if (magnitude) magnitude->assign(bound.size(), 0.0);
+  std::vector<double> du(static_cast<std::size_t>(inner));  // (I)
+  for (index_t e = 0; e < plan.num_experts(); ++e)
+    for (index_t r = plan.offsets()(e); r < plan.offsets()(e + 1); ++r) {
+      for (index_t i = 0; i < inner; ++i) {
+        const double dg = rel_in * m[static_cast<std::size_t>(r * 2 * inner + i)] + 1e-7;
+        const double dup = rel_in * m[static_cast<std::size_t>(r * 2 * inner + inner + i)] + 1e-7;
+        const double gate = std::fabs(h(r, i)), upv = std::fabs(h(r, inner + i));
+        du[static_cast<std::size_t>(i)] = 1.1 * dg * upv + (gate + dg) * dup + 2e-6 * (gate + dg) * (upv + dup);
+      }
+      for (index_t o = 0; o < hidden; ++o) {
+        double propagated = 0.0, size = 0.0;
+        for (index_t i = 0; i < inner; ++i) {
+          const double a = std::fabs(to_float(w_out(e, o, i)));
+          propagated += a * du[static_cast<std::size_t>(i)];
+          size += a * (std::fabs(u(r, i)) + du[static_cast<std::size_t>(i)]);
+        }
+        bound[static_cast<std::size_t>(r * hidden + o)] = propagated + rel_out * size + 1e-7;
+        if (magnitude) (*magnitude)[static_cast<std::size_t>(r * hidden + o)] = size;
+      }
+    }
+  return bound;
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("grouped_glu_mlp on CUDA and tensor cores: 4096-row windows, padding rows, capacity drops",
+                   "[cuda][routing]", bf16, jhalf) {
   SKIP_WITHOUT_GPU();
   using W = TestType;
-  const gpu_policy g = gpu_with_tensor_cores(false);
-  std::mt19937 rng(12);
-  const index_t experts = 8, hidden = 64, inner = 48, width = 32;
-  const auto router = random_tensor<W, 2>(rng, make_dims(experts, hidden), 0.5f);
-  const auto w_in = random_tensor<W, 3>(rng, make_dims(experts, 2 * inner, hidden), 0.2f);
-  const auto w_out = random_tensor<W, 3>(rng, make_dims(experts, hidden, inner), 0.2f);
-  const auto bias = random_tensor<W, 1>(rng, make_dims(hidden), 0.1f);
-  const auto q_in = random_tensor<W, 3>(rng, make_dims(experts, width, hidden), 0.2f);
-  const auto q_out = random_tensor<W, 3>(rng, make_dims(experts, hidden, width), 0.2f);
-  const auto drouter = up(router);
+  std::mt19937 rng(17);
+  const index_t experts = 6, hidden = 48, inner = 40;
+  const auto w_in = random_tensor<W, 3>(rng, make_dims(experts, 2 * inner, hidden), 0.3f);  // (E, 2I, H)
+  const auto w_out = random_tensor<W, 3>(rng, make_dims(experts, hidden, inner), 0.3f);    // (E, H, I)
   const auto dw_in = up(w_in);
   const auto dw_out = up(w_out);
-  const auto dbias = up(bias);
-  const auto dq_in = up(q_in);
-  const auto dq_out = up(q_out);
-  const routing::moe_mlp_weights<W> cpu_w{router.view(), w_in.view(), w_out.view(), bias.view()};
-  const routing::moe_mlp_weights<W> gpu_w{drouter.view(), dw_in.view(), dw_out.view(), dbias.view()};
-  const routing::moa_weights<W> cpu_a{router.view(), q_in.view(), q_out.view(), bias.view()};
-  const routing::moa_weights<W> gpu_a{drouter.view(), dq_in.view(), dq_out.view(), dbias.view()};
+  constexpr index_t unlimited = routing::capacity_limit::unlimited;
+  struct batch_shape {
+    index_t tokens;
+    double empty;
+    index_t capacity;
+    const char* what;
+  };
+  const batch_shape shapes[] = {
+      {150, 0.1, unlimited, "R = 300 with ~30 empty slots: padding rows past N"},
+      {2050, 0.0, unlimited, "R = 4100: a window of 4096 rows, then one of 4 (on the GEMV)"},
+      {2100, 0.0, unlimited, "R = 4200: windows of 4096 and 104 rows"},
+      {300, 0.0, 40, "capacity 40: R = 240 of 600 slots, the rest dropped"},
+  };
+  for (const batch_shape& shape : shapes) {
+    routed_batch b(rng, shape.tokens, experts, hidden, shape.empty, routing::capacity_limit{shape.capacity});
+    INFO(shape.what << ": T=" << shape.tokens << " N=" << b.rows << " R=" << b.gpu_rows);
+    REQUIRE(b.p.gpu_plan.num_sorted_rows() == b.rows);
+    check_equal(down(b.p.gpu_plan.sorted_token().slice(0, 0, b.rows)), host_copy(b.p.cpu_plan.sorted_token()),
+                "sorted tokens");
+    if (shape.capacity != unlimited) REQUIRE(b.p.cpu_plan.num_dropped() > 0);
+    tensor<float, 2> z(make_dims(b.rows, hidden));  // (N, H)
+    routing::grouped_glu_mlp(cpu, b.p.cpu_plan, b.cpu_in, w_in.view(), w_out.view(), z.view(), b.cpu_scratch);
+    for (const bool tensor_cores : {false, true}) {
+      INFO((tensor_cores ? "tensor cores" : "CUDA cores"));
+      const gpu_policy g = gpu_with_tensor_cores(tensor_cores);
+      // On tensor cores a window of more than 8 rows rounds both GEMMs' inputs (x, then u) to W.
+      const auto bound = glu_mlp_bound(b.x, b.p.cpu_plan, w_in, w_out, gemm_rel<W>(tensor_cores, hidden),
+                                       gemm_rel<W>(tensor_cores, inner));
+      // Rows N … R−1 are padding, neither read nor written: they keep the sentinel.
+      tensor<float, 2> sentinel(make_dims(b.gpu_rows, hidden));  // (R, H)
+      for (index_t i = 0; i < sentinel.size(); ++i) sentinel.data()[i] = 777.0f;
+      auto dz = up(sentinel);
+      routing::grouped_glu_mlp(g, b.p.gpu_plan, b.gpu_in, dw_in.view(), dw_out.view(), dz.view(), b.gpu_scratch);
+      check_close(down_rows(dz, b.rows), z, 1.0, 0.0, &bound, "grouped_glu_mlp");
+      const auto got = down(dz);
+      index_t touched = 0;
+      for (index_t r = b.rows; r < b.gpu_rows; ++r)
+        for (index_t o = 0; o < hidden; ++o) touched += got(r, o) != 777.0f;
+      CHECK(touched == 0);
+    }
+  }
+}
+
+namespace {
+// One MoE MLP's weights on both sides. The router is on the grid (multiples of 1/64 in
+// [-1/2, 1/2]); with x on the grid too (multiples of 1/8 in [-1, 1]) every router logit is a
+// multiple of 2^-9 below 2^6 and so exact in fp32 on every path (GEMV, cuBLAS on tensor cores,
+// the CPU): both backends route identically by construction, ties included.
+template <class W>
+struct moe_case {
+  tensor<W, 2> router;  // (E, H)
+  tensor<W, 3> w_in;    // (E, 2I, H)
+  tensor<W, 3> w_out;   // (E, H, I)
+  tensor<W, 1> bias;    // (H)
+  tensor<W, 2, gpu_policy> drouter;
+  tensor<W, 3, gpu_policy> dw_in, dw_out;
+  tensor<W, 1, gpu_policy> dbias;
+
+  moe_case(std::mt19937& rng, index_t experts, index_t hidden, index_t inner)
+      : router(grid_tensor<W, 2>(rng, make_dims(experts, hidden), 32, 64.0f)),
+        w_in(random_tensor<W, 3>(rng, make_dims(experts, 2 * inner, hidden), 0.2f)),
+        w_out(random_tensor<W, 3>(rng, make_dims(experts, hidden, inner), 0.2f)),
+        bias(random_tensor<W, 1>(rng, make_dims(hidden), 0.1f)) {
+    upload();
+  }
+  void upload() {  // again after editing the host weights
+    drouter = up(router);
+    dw_in = up(w_in);
+    dw_out = up(w_out);
+    dbias = up(bias);
+  }
+  routing::moe_mlp_weights<W> on_cpu() const { return {router.view(), w_in.view(), w_out.view(), bias.view()}; }
+  routing::moe_mlp_weights<W> on_gpu() const { return {drouter.view(), dw_in.view(), dw_out.view(), dbias.view()}; }
+};
+
+// Bound on |Δy| for y_t = Σ_j gate_j·z_{row(t, j)} + bias (routing::combine) from per-row bounds
+// dz and magnitudes mz ≥ |z| (N, H) on the CPU plan: the gates differ by ≤ 2e-6 relative (the
+// router tolerance above), the S + 1 fp32 additions by sum_order_rel(S + 1) of what they add.
+template <class B>
+std::vector<double> combine_bound(const routing::routing_plan<exec::cpu>& plan, const std::vector<double>& dz,
+                                  const std::vector<double>& mz, index_t hidden, const tensor<B, 1>& bias) {
+  const index_t tokens = plan.num_tokens(), slots = plan.slots_per_token();
+  std::vector<double> bound(static_cast<std::size_t>(tokens * hidden));
+  for (index_t t = 0; t < tokens; ++t)
+    for (index_t o = 0; o < hidden; ++o) {
+      double b = 0.0, size = std::fabs(to_float(bias(o)));
+      for (index_t j = 0; j < slots; ++j) {
+        const std::int32_t row = plan.slot_to_sorted()(t * slots + j);
+        if (row < 0) continue;
+        const double gate = std::fabs(plan.gates()(t, j));
+        const std::size_t at = static_cast<std::size_t>(row * hidden + o);
+        b += gate * (1.0 + 2e-6) * dz[at] + 2e-6 * gate * mz[at];
+        size += gate * mz[at];
+      }
+      bound[static_cast<std::size_t>(t * hidden + o)] = b + sum_order_rel(slots + 1) * size + 1e-6;
+    }
+  return bound;
+}
+
+struct routing_summary {
+  std::vector<std::int32_t> counts;  // (E) the CPU plan's rows per expert
+  index_t dropped = 0;
+};
+
+// Runs `moe` on both backends over x on the grid (so rounding x to W is exact: the first GEMM
+// differs only in summation order) and checks: router logits to the bit, the same routing
+// (ids, gates within 2e-6, kept rows, drops), and y within the propagated bound. The second
+// GEMM may round u to W when the policy has tensor cores on (plans of more than 8 rows).
+template <class W, class Router>
+routing_summary compare_moe_layer(const gpu_policy& g, const routing::moe_mlp<Router>& moe, const moe_case<W>& w,
+                                  const tensor<float, 2>& x, const std::string& what) {
+  const index_t tokens = x.extent(0), hidden = x.extent(1), experts = w.router.extent(0), inner = w.w_out.extent(2);
+  INFO(what << ": T=" << tokens << " E=" << experts << " k=" << moe.top_k
+            << (g.tensor_cores ? ", tensor cores" : ", CUDA cores"));
   routing::routing_workspace<exec::cpu> cpu_ws;
   routing::routing_workspace<gpu_policy> gpu_ws;
+  const auto dx = up(x);
+  tensor<float, 2> y(make_dims(tokens, hidden));                   // (T, H)
+  tensor<float, 2> logits(make_dims(tokens, experts));             // (T, E)
+  tensor<float, 2, gpu_policy> dy(g, make_dims(tokens, hidden));   // (T, H)
+  tensor<float, 2, gpu_policy> dlogits(g, make_dims(tokens, experts));  // (T, E)
+  const auto& cp = moe.forward(cpu, w.on_cpu(), x.view(), y.view(), cpu_ws, logits.view());
+  const auto& gp = moe.forward(g, w.on_gpu(), dx.view(), dy.view(), gpu_ws, dlogits.view());
+  check_close(down(dlogits), logits, 0.0, 0.0, nullptr, what + ": router logits (exact: grid operands)");
+  check_equal(down(gp.expert_ids()), host_copy(cp.expert_ids()), what + ": expert ids");
+  check_close(down(gp.gates()), host_copy(cp.gates()), 2e-6, 1e-7, nullptr, what + ": gates");
+  REQUIRE(gp.num_sorted_rows() == cp.num_sorted_rows());
+  REQUIRE(gp.num_dropped() == cp.num_dropped());
+  check_equal(down(gp.slot_to_sorted()), host_copy(cp.slot_to_sorted()), what + ": slot_to_sorted");
+  std::vector<double> mz;
+  const auto dz =
+      glu_mlp_bound(x, cp, w.w_in, w.w_out, gemm_rel<W>(false, hidden), gemm_rel<W>(g.tensor_cores, inner), &mz);
+  const auto bound = combine_bound(cp, dz, mz, hidden, w.bias);
+  check_close(down(dy), y, 1.0, 0.0, &bound, what + ": output");
+  routing_summary summary;
+  for (index_t e = 0; e < experts; ++e) summary.counts.push_back(cp.counts()(e));
+  summary.dropped = cp.num_dropped();
+  return summary;
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("moe_mlp and mixture_of_attention on CUDA, tensor cores and CUDA cores, within propagated bounds",
+                   "[cuda][routing]", float, bf16, jhalf) {
+  SKIP_WITHOUT_GPU();
+  using W = TestType;
+  std::mt19937 rng(20);
+  const index_t experts = 8, hidden = 64, inner = 48, width = 32;
+  const moe_case<W> w(rng, experts, hidden, inner);
+  const auto q_in = random_tensor<W, 3>(rng, make_dims(experts, width, hidden), 0.2f);   // (E, Dq, H)
+  const auto q_out = random_tensor<W, 3>(rng, make_dims(experts, hidden, width), 0.2f);  // (E, H, Dq)
+  const auto dq_in = up(q_in);
+  const auto dq_out = up(q_out);
+  const routing::moa_weights<W> cpu_a{w.router.view(), q_in.view(), q_out.view(), w.bias.view()};
+  const routing::moa_weights<W> gpu_a{w.drouter.view(), dq_in.view(), dq_out.view(), w.dbias.view()};
   const routing::moe_mlp<> moe{};
+  routing::moe_mlp<> gathered{};
+  gathered.input = routing::expert_input_path::gathered;
   const routing::mixture_of_attention<> moa{};
+  const index_t slots = moa.slots(experts);
+  for (const bool tensor_cores : {true, false}) {
+    const gpu_policy g = gpu_with_tensor_cores(tensor_cores);
+    for (const index_t tokens : {1, 4, 9, 257}) {  // R = 2, 8 (the GEMV, fp32), 18, 514 (tiles; WMMA if rounded)
+      const auto x = grid_tensor<float, 2>(rng, make_dims(tokens, hidden), 8, 8.0f);  // (T, H)
+      compare_moe_layer(g, moe, w, x, "moe_mlp");
+      if (tokens == 257) compare_moe_layer(g, gathered, w, x, "moe_mlp, gathered input");
 
-  for (const index_t tokens : {1, 4, 257}) {
-    INFO("T=" << tokens);
-    const auto x = random_tensor<float, 2>(rng, make_dims(tokens, hidden));
-    const auto dx = up(x);
-    tensor<float, 2> y(make_dims(tokens, hidden));
-    tensor<float, 2, gpu_policy> dy(g, make_dims(tokens, hidden));
-    tensor<float, 2> logits(make_dims(tokens, experts));
-    tensor<float, 2, gpu_policy> dlogits(g, make_dims(tokens, experts));
-    const auto& cpu_plan = moe.forward(cpu, cpu_w, x.view(), y.view(), cpu_ws, logits.view());
-    const auto& gpu_plan = moe.forward(g, gpu_w, dx.view(), dy.view(), gpu_ws, dlogits.view());
-    check_close(down(dlogits), logits, 1e-5, 1e-5, nullptr, "router logits");
-    // Random logits have no near-ties at this scale, so both backends route identically.
-    const auto cpu_counts = [&] {
-      tensor<std::int32_t, 1> t(make_dims(experts));
-      for (index_t e = 0; e < experts; ++e) t(e) = cpu_plan.counts()(e);
-      return t;
-    }();
-    check_equal(down(gpu_plan.counts()), cpu_counts, "moe expert counts");
-    check_close(down(dy), y, 1e-4, 1e-5, nullptr, "moe_mlp output");
+      // MoA on the same router and x: compare_moe_layer checked the routing is the same.
+      INFO("MoA: T=" << tokens << (tensor_cores ? ", tensor cores" : ", CUDA cores"));
+      routing::routing_workspace<exec::cpu> cpu_ws;
+      routing::routing_workspace<gpu_policy> gpu_ws;
+      const auto dx = up(x);
+      tensor<float, 3> q(make_dims(tokens, slots, width));                  // (T, S, Dq)
+      tensor<float, 3, gpu_policy> dq(g, make_dims(tokens, slots, width));  // (T, S, Dq)
+      const auto& cp = moa.map(cpu, cpu_a, x.view(), q.view(), cpu_ws);
+      const auto& gp = moa.map(g, gpu_a, dx.view(), dq.view(), gpu_ws);
+      check_equal(down(gp.slot_to_sorted()), host_copy(cp.slot_to_sorted()), "moa slot_to_sorted");
+      // Queries: x is exact in W, so only the summation order of the H-term sums.
+      const auto m = grouped_magnitudes(x, cp, q_in);  // (N, Dq)
+      std::vector<double> q_bound(static_cast<std::size_t>(q.size()), 0.0);  // empty slots: exact zeros
+      for (index_t s = 0; s < tokens * slots; ++s) {
+        const std::int32_t row = cp.slot_to_sorted()(s);
+        if (row < 0) continue;
+        for (index_t c = 0; c < width; ++c)
+          q_bound[static_cast<std::size_t>(s * width + c)] =
+              sum_order_rel(hidden) * m[static_cast<std::size_t>(row * width + c)] + 1e-7;
+      }
+      check_close(down(dq), q, 1.0, 0.0, &q_bound, "moa map");
 
-    tensor<float, 3> q(make_dims(tokens, 2, width));
-    tensor<float, 3, gpu_policy> dq(g, make_dims(tokens, 2, width));
-    const auto& cpu_moa_plan = moa.map(cpu, cpu_a, x.view(), q.view(), cpu_ws);
-    const auto& gpu_moa_plan = moa.map(g, gpu_a, dx.view(), dq.view(), gpu_ws);
-    check_close(down(dq), q, 1e-5, 1e-5, nullptr, "moa map");
-    moa.reduce(cpu, cpu_a, cpu_moa_plan, tensor_view<const float, 3>(q.view()), y.view(), cpu_ws);
-    moa.reduce(g, gpu_a, gpu_moa_plan, tensor_view<const float, 3>(dq.view()), dy.view(), gpu_ws);
-    check_close(down(dy), y, 1e-4, 1e-5, nullptr, "moa reduce");
+      // Reduce from one attention output o on both sides: z_r = W_o[e]·o[slot(r)] may round o.
+      const auto o = random_tensor<float, 3>(rng, make_dims(tokens, slots, width));  // (T, S, Dq)
+      const auto d_o = up(o);
+      tensor<float, 2> y(make_dims(tokens, hidden));                  // (T, H)
+      tensor<float, 2, gpu_policy> dy(g, make_dims(tokens, hidden));  // (T, H)
+      moa.reduce(cpu, cpu_a, cp, o.view(), y.view(), cpu_ws);
+      moa.reduce(g, gpu_a, gp, d_o.view(), dy.view(), gpu_ws);
+      const index_t rows = cp.num_sorted_rows();
+      std::vector<double> dz(static_cast<std::size_t>(rows * hidden)), mz(dz.size());
+      for (index_t e = 0; e < experts; ++e)
+        for (index_t r = cp.offsets()(e); r < cp.offsets()(e + 1); ++r) {
+          const index_t s = cp.sorted_slot()(r);
+          for (index_t out = 0; out < hidden; ++out) {
+            double size = 0.0;
+            for (index_t c = 0; c < width; ++c)
+              size += std::fabs(static_cast<double>(o(s / slots, s % slots, c)) * to_float(q_out(e, out, c)));
+            dz[static_cast<std::size_t>(r * hidden + out)] = gemm_rel<W>(tensor_cores, width) * size + 1e-7;
+            mz[static_cast<std::size_t>(r * hidden + out)] = size;
+          }
+        }
+      const auto bound = combine_bound(cp, dz, mz, hidden, w.bias);
+      check_close(down(dy), y, 1.0, 0.0, &bound, "moa reduce");
+    }
+  }
+}
+
+TEST_CASE("moe_mlp on CUDA, both paths: one expert for all, k = E, capacity drops, E = 128 k = 8, a NaN router row",
+          "[cuda][routing]") {
+  SKIP_WITHOUT_GPU();
+  using W = bf16;
+  std::mt19937 rng(21);
+  for (const bool tensor_cores : {false, true}) {
+    const gpu_policy g = gpu_with_tensor_cores(tensor_cores);
+    {
+      // Every token's first choice is expert 5: x[:, 0] = 1 and router row 5 weighs it 8; all
+      // other router weights are at most 1/16, so the other logits are ≤ 63/16 < 8 − 63/16.
+      const index_t experts = 8, hidden = 64, inner = 32, tokens = 600;
+      moe_case<W> w(rng, experts, hidden, inner);
+      w.router = grid_tensor<W, 2>(rng, make_dims(experts, hidden), 4, 64.0f);  // (E, H)
+      for (index_t e = 0; e < experts; ++e) w.router(e, 0) = from_float<W>(e == 5 ? 8.0f : 0.0f);
+      w.upload();
+      auto x = grid_tensor<float, 2>(rng, make_dims(tokens, hidden), 8, 8.0f);  // (T, H)
+      for (index_t t = 0; t < tokens; ++t) x(t, 0) = 1.0f;
+      routing::moe_mlp<> top1{};
+      top1.top_k = 1;
+      CHECK(compare_moe_layer(g, top1, w, x, "all tokens to expert 5 (k = 1)").counts[5] == tokens);
+      CHECK(compare_moe_layer(g, routing::moe_mlp<>{}, w, x, "expert 5 first for all (k = 2)").counts[5] == tokens);
+    }
+    {
+      const index_t experts = 4, tokens = 100;
+      const moe_case<W> w(rng, experts, 64, 32);
+      const auto x = grid_tensor<float, 2>(rng, make_dims(tokens, 64), 8, 8.0f);  // (T, H)
+      routing::moe_mlp<> all{};
+      all.top_k = experts;
+      const auto summary = compare_moe_layer(g, all, w, x, "k = E = 4");
+      for (index_t e = 0; e < experts; ++e) CHECK(summary.counts[static_cast<std::size_t>(e)] == tokens);
+    }
+    {
+      // Switch routing with capacity factor 0.5: ceil(0.5 · 300 / 8) = 19 slots per expert
+      // (R = 152 of 300), the rest dropped by position; dropped tokens get only the bias.
+      const index_t experts = 8, tokens = 300;
+      const moe_case<W> w(rng, experts, 64, 32);
+      const auto x = grid_tensor<float, 2>(rng, make_dims(tokens, 64), 8, 8.0f);  // (T, H)
+      routing::moe_mlp<routing::switch_top1> switch_moe{};
+      switch_moe.router.capacity_factor = 0.5;
+      const auto summary = compare_moe_layer(g, switch_moe, w, x, "switch_top1, capacity 19");
+      CHECK(summary.dropped > 0);
+      for (const std::int32_t c : summary.counts) CHECK(c <= 19);
+    }
+    {
+      // Fine-grained: 128 experts, 8 per token (R = 8: the GEMV over 128 segments; R = 2400).
+      const index_t experts = 128;
+      const moe_case<W> w(rng, experts, 64, 16);
+      routing::moe_mlp<> fine{};
+      fine.top_k = 8;
+      for (const index_t tokens : {1, 300}) {
+        const auto x = grid_tensor<float, 2>(rng, make_dims(tokens, 64), 8, 8.0f);  // (T, H)
+        compare_moe_layer(g, fine, w, x, "E = 128, k = 8");
+      }
+    }
+    {
+      // Router row 2 is NaN, so every token's logit 2 is NaN, which ranks below every number
+      // (routing/router.hpp): expert 2 is never chosen and the output stays finite.
+      const index_t experts = 8;
+      moe_case<W> w(rng, experts, 64, 32);
+      for (index_t c = 0; c < 64; ++c) w.router(2, c) = from_float<W>(std::numeric_limits<float>::quiet_NaN());
+      w.upload();
+      for (const index_t tokens : {5, 200}) {
+        const auto x = grid_tensor<float, 2>(rng, make_dims(tokens, 64), 8, 8.0f);  // (T, H)
+        CHECK(compare_moe_layer(g, routing::moe_mlp<>{}, w, x, "a NaN router row").counts[2] == 0);
+      }
+    }
   }
 }
 
