@@ -321,6 +321,7 @@ TEST_CASE("Decode steps replayed as a CUDA graph equal the same steps queued ker
   const decode_run want = decode(queued, B, P, ids, real, steps, P + steps);
   const decode_run got = decode(recorded, B, P, ids, real, steps, P + steps);
   CHECK_FALSE(queued.has_recorded_step());
+  INFO(recorded.step_recording_failure());
   CHECK(recorded.has_recorded_step());  // step 1 queued, step 2 recorded, steps 3 … replayed
   REQUIRE(got.logits.size() == want.logits.size());
   index_t differing = 0;
@@ -354,6 +355,7 @@ TEST_CASE("A longer decode on CUDA (200-token prompt, 40 replayed steps) follows
   std::vector<std::int64_t> ids(static_cast<std::size_t>(P));  // (1, P)
   for (auto& id : ids) id = token(rng);
   const decode_run got = decode(model, 1, P, ids, {}, steps, model.context_length());
+  INFO(model.step_recording_failure());
   CHECK(model.has_recorded_step());
   check_against_cpu(got, decode(on_cpu, 1, P, ids, {}, steps, on_cpu.context_length(), &got.tokens), 1, V,
                     "200 + 40 positions");
