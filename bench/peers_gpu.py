@@ -53,6 +53,7 @@ import subprocess
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in bench/ from the import below
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import plot as cpu_plot  # noqa: E402  (bench/plot.py: parse_name / summarise of Google Benchmark JSON)
 
