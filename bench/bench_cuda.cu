@@ -558,6 +558,15 @@ work mlp_stage_work(mlp_stage stage, const mlp_shape& s, index_t T, index_t used
   return {};
 }
 
+// Why a recording failed, where the library says (exec::recorded_work::failure), else nothing.
+template <class Recorded>
+std::string recording_failure(const Recorded& r) {
+  if constexpr (requires { r.failure(); })
+    return r.failure().empty() ? std::string() : ": " + r.failure();
+  else
+    return {};
+}
+
 struct mlp_point {
   mlp_shape shape;
   index_t tokens;
@@ -642,6 +651,9 @@ void bm_mlp(benchmark::State& state, int id, mlp_stage stage, mlp_shape s, distr
         seconds = time_calls(state, id, true, [&] {
           p.recorded.run(gpu(), rkey, [&] { moe.forward(gpu(), weights, p.x.view(), p.y.view(), p.layer_ws); });
         });
+        // A recording that failed falls back to queued work: its numbers would be moe_layer's.
+        check(p.recorded.has_recording(), "bench_cuda: the layer could not be recorded as a CUDA graph",
+              recording_failure(p.recorded));
         break;
       }
     }
@@ -782,6 +794,15 @@ void bm_generate(benchmark::State& state, int id) {
     state.counters["decode_floor_frac"] = floor_seconds(decode_bytes, decode_flops) / step_s;
     state.counters["floor_copy_GBps"] = floors().copy_bytes_per_second * 1e-9;
     state.counters["floor_gemm_GFLOPs"] = floors().gemm_flops_per_second * 1e-9;
+    // graph:1 must really replay its steps: a recording that failed falls back to queued steps.
+    state.counters["graph_replayed"] = m.has_recorded_step() ? 1.0 : 0.0;
+    if (state.range(2) != 0 && !m.has_recorded_step()) {
+      std::string why;
+      if constexpr (requires { m.step_recording_failure(); }) why = m.step_recording_failure();
+      std::cerr << "bench_cuda: generate graph:1 ran its decode steps unrecorded" << (why.empty() ? "" : ": ") << why
+                << "\n";
+      state.SetLabel("decode steps NOT replayed as a graph" + (why.empty() ? std::string() : ": " + why));
+    }
   });
 }
 

@@ -643,6 +643,9 @@ def read_jetmoe_json(json_path):
             row = model_row("jetmoe" if graph else "jetmoe (queued steps)", batch, prompt, steps, c.get("prefill_s"),
                             c.get("decode_step_s"), cost, note="bench_cuda generate, host clock")
             row["reps"] = r["repetitions"]
+            if graph and c.get("graph_replayed", 1.0) < 1.0:
+                row["note"] += "; decode steps NOT replayed as a graph (the recording failed)"
+                row["impl"] = "jetmoe (graph failed)"
             rows.append(row)
     note = f"{len(errors)} benchmarks reported an error or were skipped (first: {errors[0]})" if errors else ""
     return rows, context, note
