@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "routing_distributions.hpp"
 #include "jetmoe/jetmoe.hpp"
 #include "jetmoe/routing.hpp"
 
@@ -79,63 +80,18 @@ constexpr mlp_shape mlp_shapes[] = {
 };
 constexpr moa_shape jetmoe_moa{"jetmoe-8b-moa", 8, 2, 2048, 2048};
 
-// ---- routing distributions ----------------------------------------------------------------------
+// ---- routing distributions (bench/routing_distributions.hpp) ---------------------------------
 
-enum class distribution { uniform, zipf, one_expert };
-constexpr distribution distributions[] = {distribution::uniform, distribution::zipf, distribution::one_expert};
-
-const char* name_of(distribution d) {
-  switch (d) {
-    case distribution::uniform: return "uniform";
-    case distribution::zipf: return "zipf";
-    case distribution::one_expert: return "one-expert";
-  }
-  return "?";
-}
-
-// (T, k) distinct expert ids per token, drawn from the distribution.
-std::vector<std::int32_t> draw_experts(distribution d, index_t tokens, index_t experts, index_t k, std::uint64_t seed) {
-  std::vector<std::int32_t> chosen(static_cast<std::size_t>(tokens * k));
-  std::mt19937_64 rng(seed);
-  const auto unit = [&] { return static_cast<double>(rng() >> 11) * (1.0 / 9007199254740992.0); };  // [0, 1)
-  std::vector<double> weight(static_cast<std::size_t>(experts));
-  for (index_t e = 0; e < experts; ++e)
-    weight[static_cast<std::size_t>(e)] = d == distribution::zipf ? 1.0 / static_cast<double>(e + 1) : 1.0;
-  std::vector<std::int32_t> pool(static_cast<std::size_t>(experts));
-  for (index_t t = 0; t < tokens; ++t) {
-    std::int32_t* row = &chosen[static_cast<std::size_t>(t * k)];
-    if (d == distribution::one_expert) {
-      for (index_t j = 0; j < k; ++j) row[j] = static_cast<std::int32_t>(j);
-      continue;
-    }
-    // Weighted draws without replacement: remove each pick from the pool.
-    for (index_t e = 0; e < experts; ++e) pool[static_cast<std::size_t>(e)] = static_cast<std::int32_t>(e);
-    index_t remaining = experts;
-    for (index_t j = 0; j < k; ++j) {
-      double total = 0.0;
-      for (index_t i = 0; i < remaining; ++i) total += weight[static_cast<std::size_t>(pool[static_cast<std::size_t>(i)])];
-      double target = unit() * total;
-      index_t pick = remaining - 1;
-      for (index_t i = 0; i < remaining; ++i) {
-        target -= weight[static_cast<std::size_t>(pool[static_cast<std::size_t>(i)])];
-        if (target < 0.0) {
-          pick = i;
-          break;
-        }
-      }
-      row[j] = pool[static_cast<std::size_t>(pick)];
-      pool[static_cast<std::size_t>(pick)] = pool[static_cast<std::size_t>(remaining - 1)];
-      --remaining;
-    }
-  }
-  return chosen;
-}
+using jetmoe_bench::distribution;
+using jetmoe_bench::distributions;
+using jetmoe_bench::draw_experts;
+using jetmoe_bench::name_of;
 
 // JetMoE's router, steered: the logits of each token's pre-drawn experts get a bias far above
 // the logits' spread, then the unmodified top_k_then_softmax rule runs. Gates stay the softmax
 // of the chosen experts' own logits (the bias is equal for all of them and cancels).
 struct steered_router {
-  static constexpr float bias = 64.0f;
+  static constexpr float bias = jetmoe_bench::steering_bias;
   std::shared_ptr<const std::vector<std::int32_t>> chosen;  // (T, k)
   std::shared_ptr<std::vector<float>> biased;               // (T, E) scratch, reused
 

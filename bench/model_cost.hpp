@@ -57,10 +57,12 @@ struct model_cost {
   }
   double distinct_experts(double batch) const { return E * (1.0 - std::pow(1.0 - k / E, batch)); }
   // Bytes one decode step must read: every shared weight, the experts the batch's tokens
-  // select, the tied output embedding, and the KV cache so far (fp32).
-  double decode_bytes(double batch, double cached) const {
+  // select, the tied output embedding, and the KV cache so far, kv_bytes per element (4: the
+  // library's fp32 cache, what the CPU suite holds it to; bench_cuda passes 2, a bf16 cache, the
+  // least any GPU implementation compared here keeps, so that one floor serves all of them).
+  double decode_bytes(double batch, double cached, double kv_bytes = 4.0) const {
     const double weights = L * (shared_layer_params() + distinct_experts(batch) * (moa_expert_params() + mlp_expert_params())) + V * H;
-    return 2.0 * weights + 4.0 * L * batch * cached * 2.0 * Dq;
+    return 2.0 * weights + kv_bytes * L * batch * cached * 2.0 * Dq;
   }
   double decode_flops(double batch, double cached) const {
     return batch * (2.0 * active_matrix_params() + attention_flops(cached + 1.0) + 2.0 * V * H);

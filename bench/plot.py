@@ -53,12 +53,36 @@ def parse_name(run_name):
     return parts[0], labels, params
 
 
+def load_benchmark_json(path):
+    """Google Benchmark's JSON; one cut off by a killed run (the benchmarks so far, no closing
+    brackets) is repaired by closing it after the last complete entry."""
+    text = open(path).read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    end = len(text)
+    for _ in range(500):
+        end = text.rfind("}", 0, end)
+        if end < 0:
+            break
+        for tail in ("]}", "}"):
+            try:
+                data = json.loads(text[:end + 1] + tail)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(data, dict):
+                data.setdefault("context", {})["jetmoe_truncated_json"] = "repaired: the run was cut off"
+                return data
+    raise ValueError(f"{path}: not Google Benchmark JSON, and no complete entry to repair it from")
+
+
 def summarise(path):
     """One record per run name, from the individual repetitions (not GB's aggregates, which are
     missing when a point ran once)."""
     if not os.path.exists(path):
         return {}, []
-    data = json.load(open(path))
+    data = load_benchmark_json(path)
     groups = {}
     for b in data.get("benchmarks", []):
         if b.get("run_type") != "iteration":

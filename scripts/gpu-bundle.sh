@@ -4,8 +4,10 @@
 # of device time running, not building (nvcc takes minutes here; the GPU machine has no Eigen,
 # Catch2, Google Benchmark or SentencePiece to build against).
 #
-#   bash scripts/gpu-bundle.sh          # then, on the GPU machine (device tool, carry gpu-bundle):
-#   bash scripts/gpu-run.sh             #   every stage; see that script for the list
+#   bash scripts/gpu-bundle.sh          # here; then two device calls, back to back (carry ["gpu-bundle"]):
+#   bash scripts/gpu-run.sh check       #   timeout_s 300: tests, CLI parity, sanitizers
+#   bash scripts/gpu-run.sh perf        #   timeout_s 420: bench_cuda, then the peers
+#                                       # scripts/gpu-run.sh's header says what each returns.
 #
 # gpu-bundle/ is git-ignored; it holds test_cuda, bench_cuda, jetmoe-generate, jetmoe-forward
 # and lib/ (libbenchmark, libsentencepiece, libgomp), about 20 MB. The CUDA runtime and cuBLAS
@@ -36,6 +38,12 @@ for library in libbenchmark.so.1debian libsentencepiece.so.0 libgomp.so.1; do
   fi
   cp -L "$path" "$bundle/lib/"
 done
-git rev-parse HEAD > "$bundle/commit" 2>/dev/null || true
+{
+  git rev-parse HEAD 2>/dev/null || echo "not a git checkout"
+  changed="$(git status --porcelain --untracked-files=no 2>/dev/null | wc -l)"
+  ((changed > 0)) && echo "built with $changed uncommitted changes to tracked files"
+  date -u +%Y-%m-%dT%H:%M:%SZ
+} >"$bundle/commit"
 du -sh "$bundle"
-echo "gpu-bundle: ready; on the GPU machine run: bash scripts/gpu-run.sh (carry: gpu-bundle)"
+echo "gpu-bundle: ready. Device calls (carry [\"gpu-bundle\"]): 'bash scripts/gpu-run.sh check' (timeout_s 300),"
+echo "            then at once 'bash scripts/gpu-run.sh perf' (timeout_s 420)"
