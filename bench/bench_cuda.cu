@@ -76,6 +76,7 @@
 #include <jetmoe/models/jetmoe.hpp>
 #pragma nv_diagnostic pop
 
+#include "floor_counters.hpp"
 #include "model_cost.hpp"
 #include "routing_distributions.hpp"
 
@@ -298,20 +299,10 @@ double floor_seconds(double bytes, double flops) {
   return std::max(bytes / floors().copy_bytes_per_second, flops / floors().gemm_flops_per_second);
 }
 
-// The counters of bench/common.hpp's set_floor_counters, on the GPU floors.
+// The shared counters (bench/floor_counters.hpp), on the GPU floors.
 void set_floor_counters(benchmark::State& state, double seconds, double bytes, double flops) {
   const hardware_floors& f = floors();
-  const double memory_floor = bytes / f.copy_bytes_per_second, compute_floor = flops / f.gemm_flops_per_second;
-  const double floor = std::max(memory_floor, compute_floor);
-  state.counters["floor_copy_GBps"] = f.copy_bytes_per_second * 1e-9;
-  state.counters["floor_gemm_GFLOPs"] = f.gemm_flops_per_second * 1e-9;
-  state.counters["bytes"] = bytes;
-  state.counters["flops"] = flops;
-  state.counters["floor_us"] = 1e6 * floor;
-  state.counters["floor_frac"] = seconds > 0.0 ? floor / seconds : 0.0;
-  state.counters["compute_bound"] = compute_floor > memory_floor ? 1.0 : 0.0;
-  state.counters["GFLOPs"] = seconds > 0.0 ? flops / seconds * 1e-9 : 0.0;
-  state.counters["GBps"] = seconds > 0.0 ? bytes / seconds * 1e-9 : 0.0;
+  write_floor_counters(state, f.copy_bytes_per_second, f.gemm_flops_per_second, seconds, bytes, flops);
 }
 
 // Runs a benchmark body; a jetmoe or CUDA error becomes this benchmark's error (the JSON keeps it,

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "floor_counters.hpp"
 #include "jetmoe/core/dtype.hpp"
 #include "jetmoe/core/tensor.hpp"
 #include "jetmoe/exec/cpu.hpp"
@@ -168,23 +169,10 @@ inline double floor_seconds(double bytes, double flops) {
   return std::max(bytes / f.copy_bytes_per_second, flops / f.gemm_flops_per_second);
 }
 
-// Counters shared by every benchmark: the work it states, its floor and how close it came.
-//   floor_us        max(bytes / bandwidth, FLOPs / peak) per iteration
-//   floor_frac      floor / measured wall time (1 = at the floor)
-//   compute_bound   1 when the FLOP floor is the larger one, 0 when the bandwidth floor is
+// The shared counters (bench/floor_counters.hpp), on the CPU floors.
 inline void set_floor_counters(benchmark::State& state, double seconds_per_iteration, double bytes, double flops) {
   const hardware_floors& f = floors();
-  const double memory_floor = bytes / f.copy_bytes_per_second, compute_floor = flops / f.gemm_flops_per_second;
-  const double floor = std::max(memory_floor, compute_floor);
-  state.counters["floor_copy_GBps"] = f.copy_bytes_per_second * 1e-9;  // the floors this point was held to
-  state.counters["floor_gemm_GFLOPs"] = f.gemm_flops_per_second * 1e-9;
-  state.counters["bytes"] = bytes;
-  state.counters["flops"] = flops;
-  state.counters["floor_us"] = 1e6 * floor;
-  state.counters["floor_frac"] = seconds_per_iteration > 0.0 ? floor / seconds_per_iteration : 0.0;
-  state.counters["compute_bound"] = compute_floor > memory_floor ? 1.0 : 0.0;
-  state.counters["GFLOPs"] = seconds_per_iteration > 0.0 ? flops / seconds_per_iteration * 1e-9 : 0.0;
-  state.counters["GBps"] = seconds_per_iteration > 0.0 ? bytes / seconds_per_iteration * 1e-9 : 0.0;
+  write_floor_counters(state, f.copy_bytes_per_second, f.gemm_flops_per_second, seconds_per_iteration, bytes, flops);
 }
 
 // min and max across repetitions, next to Google Benchmark's mean / median / stddev / cv.
