@@ -182,13 +182,7 @@ class device_memory_pool {
       held_.push_back(held_block{ptr, size});
       return;
     }
-    if (!caching_) {
-      free_now(ptr, size, stream);
-      return;
-    }
-    free_[size].push_back(block{ptr, stream, false});
-    stats_.bytes_in_use -= size;
-    stats_.bytes_cached += size;
+    return_block(ptr, size, stream);
   }
 
   // ---- holding blocks for a CUDA graph ----
@@ -217,15 +211,7 @@ class device_memory_pool {
   // others once it has been synchronised, like any block freed on it.
   void give_back(const std::vector<held_block>& blocks, cudaStream_t stream) {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (const held_block& b : blocks) {
-      if (!caching_) {
-        free_now(b.ptr, b.size, stream);
-        continue;
-      }
-      free_[b.size].push_back(block{b.ptr, stream, false});
-      stats_.bytes_in_use -= b.size;
-      stats_.bytes_cached += b.size;
-    }
+    for (const held_block& b : blocks) return_block(b.ptr, b.size, stream);
   }
 
   // Call after synchronising `stream`: its freed blocks may then serve any stream.
@@ -259,12 +245,18 @@ class device_memory_pool {
     return setting == nullptr || std::string_view(setting) != "off";
   }
 
-  // The non-caching pool's free: after the work queued on `stream` (which may still read the
-  // block) has finished. Errors are ignored, as frees run in destructors.
-  void free_now(void* ptr, std::size_t size, cudaStream_t stream) {
-    cudaStreamSynchronize(stream);
-    cudaFree(ptr);
+  // A block no longer in use, last used on `stream`: onto its free list, or with caching off
+  // back to the driver once the work queued on `stream` (which may still read it) has finished
+  // (errors ignored there, as frees run in destructors). Call with mutex_ held.
+  void return_block(void* ptr, std::size_t size, cudaStream_t stream) {
     stats_.bytes_in_use -= size;
+    if (!caching_) {
+      cudaStreamSynchronize(stream);
+      cudaFree(ptr);
+      return;
+    }
+    free_[size].push_back(block{ptr, stream, false});
+    stats_.bytes_cached += size;
   }
 
   void release_cached_locked() {

@@ -44,8 +44,7 @@ class recorded_work<cuda> {
       policy_ = std::move(other.policy_);
       key_ = other.key_;
       seen_ = std::exchange(other.seen_, false);
-      refused_ = std::exchange(other.refused_, false);
-      failure_ = std::move(other.failure_);
+      failure_ = std::exchange(other.failure_, {});
       held_ = std::exchange(other.held_, {});
     }
     return *this;
@@ -59,7 +58,7 @@ class recorded_work<cuda> {
       JETMOE_CUDA_CHECK(cudaGraphLaunch(graph_, stream));
       return;
     }
-    if (refused_ && key == key_ && policy_.stream() == stream) {  // this key failed to record: run it plainly
+    if (!failure_.empty() && key == key_ && policy_.stream() == stream) {  // this key failed to record: run it plainly
       work();
       return;
     }
@@ -87,7 +86,6 @@ class recorded_work<cuda> {
     policy_ = policy;
     key_ = key;
     seen_ = true;
-    refused_ = true;
     failure_ = "recording the work as a CUDA graph failed, so it runs unrecorded: " + why;
   }
 
@@ -95,7 +93,7 @@ class recorded_work<cuda> {
   // still queued on the stream); the next run() of any key starts from first sight again.
   void forget() {
     seen_ = false;
-    refused_ = false;
+    failure_.clear();
     if (graph_ != nullptr) {
       cudaGraphExecDestroy(graph_);  // a launched graph may be destroyed: the launch completes
       graph_ = nullptr;
@@ -149,8 +147,7 @@ class recorded_work<cuda> {
   cuda policy_{};            // the stream and pool of the recording
   recording_key key_{};      // of the recording, or of the last run when seen_ and no graph
   bool seen_ = false;
-  bool refused_ = false;     // key_'s recording failed: it runs unrecorded until forget()
-  std::string failure_;      // why, for failure()
+  std::string failure_;      // why key_'s recording failed (it then runs unrecorded until forget()); empty if it did not
   std::vector<device_memory_pool::held_block> held_;  // temporaries the graph was recorded with
 };
 
