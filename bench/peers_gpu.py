@@ -44,6 +44,7 @@ Outputs in --out: gpu_peers.json (every row), gpu_peers.md (tables), and PNGs (i
 --out): gpu_latency.png, gpu_floor_fraction.png, gpu_distributions.png, gpu_stages.png, gpu_e2e.png.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -210,6 +211,16 @@ def steering(chosen, experts):
     """(T, E) bias: STEERING_BIAS on each token's drawn experts, 0 elsewhere."""
     bias = torch.zeros(chosen.shape[0], experts, dtype=torch.float32)
     return bias.scatter_(1, chosen, STEERING_BIAS).cuda()
+
+
+@contextlib.contextmanager
+def steered(router, bias):
+    """While inside: the transformers block's router logits get `bias` added (its own dtype)."""
+    hook = router.register_forward_hook(lambda _m, _i, out: out + bias.to(out.dtype))
+    try:
+        yield
+    finally:
+        hook.remove()
 
 
 # ---- the grouped_mm MoE -------------------------------------------------------------------------
@@ -397,13 +408,10 @@ def bench_mlp(results, floors, timer, shape, tokens_list, graphs, all_distributi
             chosen = draw_experts(distribution, tokens, s["E"], s["k"], generator)
             used = int(chosen.unique().numel())
             bias = steering(chosen, s["E"])
-            hook = router.register_forward_hook(lambda _m, _i, out, b=bias: out + b.to(out.dtype))
-            try:
+            with steered(router, bias):
                 x3 = x.view(1, tokens, s["H"])
                 record(results, floors, "transformers", "mlp", shape, distribution, tokens,
                        timer.time(lambda: first_output(block(x3))), mlp_work(s, tokens, used))
-            finally:
-                hook.remove()
             run = lambda: grouped_moe_mlp(x, w, s["k"], bias)  # noqa: E731
             record(results, floors, "grouped_mm", "mlp", shape, distribution, tokens, timer.time(run),
                    mlp_work(s, tokens, used))
@@ -443,16 +451,13 @@ def bench_moa(results, floors, timer, shape, tokens_list, graphs, all_distributi
             chosen = draw_experts(distribution, tokens, s["E"], s["k"], generator)
             used = int(chosen.unique().numel())
             bias = steering(chosen, s["E"])
-            hook = router.register_forward_hook(lambda _m, _i, out, b=bias: out + b.to(out.dtype))
-            try:
+            with steered(router, bias):
                 x3, o4 = x.view(1, tokens, s["H"]), o.view(1, tokens, s["k"], Dq)
                 topo = block.map(x3)[-1]  # (output, [router logits,] routing topology)
                 record(results, floors, "transformers", "moa_map", shape, distribution, tokens,
                        timer.time(lambda: block.map(x3)), moa_work(s, tokens, used, "map"))
                 record(results, floors, "transformers", "moa_reduce", shape, distribution, tokens,
                        timer.time(lambda: block.reduce(o4, topo)), moa_work(s, tokens, used, "reduce"))
-            finally:
-                hook.remove()
             _, plan = grouped_moa_map(x, w, s["k"], bias)
             run_map = lambda: grouped_moa_map(x, w, s["k"], bias)  # noqa: E731
             run_reduce = lambda: grouped_moa_reduce(o, w, plan)  # noqa: E731
