@@ -69,3 +69,17 @@ TEST_CASE("empty tensors own nothing; negative extents are rejected", "[core][te
   REQUIRE(defaulted.data() == nullptr);
   REQUIRE_THROWS_AS((tensor<float, 2>({2, -1})), jetmoe::error);
 }
+
+TEST_CASE("extents whose element or byte count overflows are rejected before allocating", "[core][tensor]") {
+  // Read at run time, so the compiler does not warn about the allocations it cannot see fail.
+  static volatile int shift = 32;
+  const jetmoe::index_t big = jetmoe::index_t{1} << shift;
+  // 2^32 · 2^32 wraps int64 to 0: without the check this would "succeed" with no memory.
+  REQUIRE_THROWS_WITH((tensor<float, 2>({big, big})), Catch::Matchers::Contains("more elements than memory can address"));
+  // 2^61 floats fit in int64 as a count but not as 2^63 bytes.
+  REQUIRE_THROWS_AS((tensor<float, 1>({big << 29})), jetmoe::error);
+  // A zero extent makes any other extent harmless.
+  REQUIRE(tensor<float, 3>({0, big, big}).size() == 0);
+  // Large but addressable: an allocation failure, still a jetmoe::error.
+  REQUIRE_THROWS_WITH((tensor<float, 2>({big, big >> 12})), Catch::Matchers::Contains("out of host memory"));
+}

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <limits>
 #include <utility>
 
 #include "jetmoe/core/dtype.hpp"
@@ -25,8 +26,15 @@ class tensor {
 
   tensor() = default;
   tensor(const Policy& policy, const dims<Rank>& extents) : policy_(policy), extents_(extents) {
-    for (std::size_t d = 0; d < Rank; ++d)
+    // The element and byte counts must fit before anything is allocated: a product that wraps
+    // would allocate a small block and let every later index run past it.
+    index_t elements = 1;
+    for (std::size_t d = 0; d < Rank; ++d) {
       check(extents[d] >= 0, "jetmoe::tensor: negative extent in ", extents);
+      check(extents[d] == 0 || elements <= max_elements / extents[d], "jetmoe::tensor: ", extents,
+            " has more elements than memory can address");
+      elements *= extents[d];
+    }
     data_ = static_cast<T*>(policy_.allocate(bytes()));
   }
   explicit tensor(const dims<Rank>& extents) requires Policy::is_host : tensor(Policy{}, extents) {}
@@ -79,6 +87,8 @@ class tensor {
   const T& operator()(I... index) const requires Policy::is_host { return view()(index...); }
 
  private:
+  static constexpr index_t max_elements = std::numeric_limits<index_t>::max() / static_cast<index_t>(sizeof(T));
+
   void release() {
     if (data_) policy_.deallocate(data_, bytes());
     data_ = nullptr;
