@@ -89,13 +89,15 @@ inline std::string layer_prefix(std::int64_t l) { return "model.layers." + std::
 
 // Visits every (tensor, checkpoint name, shape) of the model in a fixed order, so loading,
 // random weights and placement share one list of names and shapes. On non-const weights it
-// first makes room for the config's layers.
+// adds each layer as it reaches it (and drops any past the config's), so a config that claims
+// two billion layers fails at the first tensor the checkpoint lacks, not in a huge allocation.
 template <class Weights, class Visit>
 void for_each_weight(Weights& w, const config& c, Visit&& visit) {
   const weight_shapes s(c);
-  if constexpr (!std::is_const_v<Weights>) w.layers.resize(static_cast<std::size_t>(c.num_layers));
   visit(w.embed_tokens, "model.embed_tokens.weight", make_dims(s.V, s.H));
   for (std::int64_t l = 0; l < c.num_layers; ++l) {
+    if constexpr (!std::is_const_v<Weights>)
+      if (w.layers.size() <= static_cast<std::size_t>(l)) w.layers.emplace_back();
     auto& lw = w.layers.at(static_cast<std::size_t>(l));
     const std::string p = layer_prefix(l);
     visit(lw.input_norm, p + "input_layernorm.weight", make_dims(s.H));
@@ -111,12 +113,13 @@ void for_each_weight(Weights& w, const config& c, Visit&& visit) {
     visit(lw.mlp_bias, p + "mlp.bias", make_dims(s.H));
   }
   visit(w.final_norm, "model.norm.weight", make_dims(s.H));
+  if constexpr (!std::is_const_v<Weights>) w.layers.resize(static_cast<std::size_t>(c.num_layers));
 }
 }  // namespace detail
 
 // Reads every tensor the config calls for; a missing tensor or a wrong shape is a jetmoe::error
 // naming the tensor and the file. `lm_head.weight` is required when embeddings are untied;
-// `score.weight` is loaded when present.
+// `score.weight` (num_labels, H) is loaded when present.
 template <class W>
 weights<W> load_weights(const io::checkpoint& ckpt, const config& c) {
   c.validate(ckpt.directory().string());
@@ -128,9 +131,9 @@ weights<W> load_weights(const io::checkpoint& ckpt, const config& c) {
   });
   const weight_shapes s(c);
   if (ckpt.contains("score.weight")) {
-    const auto& info = ckpt.info("score.weight");
-    check(info.shape.size() == 2, ckpt.directory().string(), ": score.weight must be 2-D (num_labels, H)");
-    w.score = ckpt.template read<W, 2>("score.weight", make_dims(info.shape[0], s.H));
+    // (num_labels, H), as transformers requires: a head of another width would silently give
+    // logits for labels the config does not name.
+    w.score = ckpt.template read<W, 2>("score.weight", make_dims(c.num_labels, s.H));
   }
   if (!c.tie_word_embeddings) {
     // A classifier checkpoint has score.weight instead of an LM head.
