@@ -4,11 +4,13 @@
 
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "io_test_support.hpp"
+#include "jetmoe/io/sentencepiece_check.hpp"
 #include "jetmoe/io/utf8.hpp"
 
 using namespace jetmoe_io_test;
@@ -172,4 +174,107 @@ TEST_CASE("utf8: validation and truncated tails", "[io][tokenizer]") {
   CHECK(truncated_tail("\x80") == 0);      // a stray continuation byte will never complete
   CHECK(truncated_tail("\xe2\x41") == 0);  // broken, not waiting
   CHECK(truncated_tail("\xed\xa0") == 0);  // would be a surrogate
+}
+
+// ---- check_sentencepiece_model: the character-map trie SentencePiece trusts -------------------
+
+namespace {
+// A protobuf length-delimited field: key (number, wire type 2), length, bytes.
+std::string delimited_field(int number, const std::string& bytes) {
+  std::string out(1, static_cast<char>(number << 3 | 2));
+  for (std::uint64_t n = bytes.size(); ; n >>= 7) {
+    if (n < 0x80) {
+      out += static_cast<char>(n);
+      break;
+    }
+    out += static_cast<char>((n & 0x7f) | 0x80);
+  }
+  return out + bytes;
+}
+
+// A Darts-clone trie, built by hand, for one key of `length` 'a's where every prefix is a rule
+// mapping to "A" (so an input of n 'a's matches min(n, length) rules). Node i (after i bytes)
+// has its children's base in block i + 1; its leaf unit sits at that base. Returned as the
+// units, so a test can damage one before packing.
+std::vector<std::uint32_t> chain_trie(int length) {
+  const auto base = [](int node) { return static_cast<std::uint32_t>(256 * (node + 1)); };
+  std::vector<std::uint32_t> units(static_cast<std::size_t>(256 * (length + 2)), 0);
+  units[0] = base(0) << 10 | 0xff;  // the root: offset to base(0); label 0xff so byte 0 finds no child
+  units[base(0)] = 0xff;             // likewise at the root's own base
+  for (int node = 1; node <= length; ++node) {
+    const std::uint32_t edge = base(node - 1) ^ 'a';
+    units[edge] = (edge ^ base(node)) << 10 | 1u << 8 | 'a';  // label 'a', has a leaf, offset to the child
+    units[base(node)] = 0x80000000u | 0;                       // the leaf: value 0, the offset of "A"
+  }
+  return units;
+}
+std::string charsmap(const std::vector<std::uint32_t>& units, const std::string& strings = std::string("A\0", 2)) {
+  const auto trie_bytes = static_cast<std::uint32_t>(units.size() * 4);
+  std::string out(4 + trie_bytes, '\0');
+  std::memcpy(out.data(), &trie_bytes, 4);
+  std::memcpy(out.data() + 4, units.data(), trie_bytes);
+  return out + strings;
+}
+std::string model_with_charsmap(const std::string& map, int spec = 3) {
+  return delimited_field(1, delimited_field(1, "piece")) + delimited_field(spec, delimited_field(2, map));
+}
+std::string check_error(const std::string& model) {
+  return error_message([&] { jetmoe::io::check_sentencepiece_model(model, "t.model"); });
+}
+}  // namespace
+
+TEST_CASE("sentencepiece check: valid character maps pass, each kind of damage is named", "[io][tokenizer]") {
+  using jetmoe::io::check_sentencepiece_model;
+  // Controls: the hand-made trie, the longest chain SentencePiece can report, and a model
+  // without any map.
+  CHECK_NOTHROW(check_sentencepiece_model(model_with_charsmap(charsmap(chain_trie(1))), "t.model"));
+  CHECK_NOTHROW(check_sentencepiece_model(model_with_charsmap(charsmap(chain_trie(32))), "t.model"));
+  CHECK_NOTHROW(check_sentencepiece_model(model_with_charsmap(charsmap(chain_trie(3)), 5), "t.model"));
+  CHECK_NOTHROW(check_sentencepiece_model(delimited_field(1, delimited_field(1, "piece")), "t.model"));
+
+  // 33 rules on one path overflow SentencePiece's 32-entry result buffer.
+  CHECK_THAT(check_error(model_with_charsmap(charsmap(chain_trie(33)))), Contains("t.model: normalizer_spec") &&
+                                                                             Contains("can match 33 rules"));
+  auto damaged = [](int length, auto&& edit) {
+    auto units = chain_trie(length);
+    edit(units);
+    return model_with_charsmap(charsmap(units));
+  };
+  CHECK_THAT(check_error(damaged(1, [](auto& u) { u[0] = 100000u << 10; })), Contains("root's offset"));
+  CHECK_THAT(check_error(damaged(1, [](auto& u) { u[256 ^ 'a'] = (9999u << 10) | 1u << 8 | 'a'; })),
+             Contains("outside the trie"));
+  // A trie cut short inside a block: some bytes lead from node 1's base (512) past its end.
+  CHECK_THAT(check_error(damaged(1, [](auto& u) { u.resize(600); })), Contains("input byte 88 leads to unit 600"));
+  CHECK_THAT(check_error(damaged(2, [](auto& u) { u[512] = 0x80000000u | 7; })), Contains("replacement at byte 7"));
+  // An edge back to the root's base: a cycle.
+  CHECK_THAT(check_error(damaged(2, [](auto& u) {
+               const std::uint32_t edge = 512 ^ 'a';
+               u[edge] = (edge ^ 256u) << 10 | 'a';
+             })),
+             Contains("cycle"));
+  CHECK_THAT(check_error(model_with_charsmap(charsmap(chain_trie(1), "A"))), Contains("NUL-terminated"));
+  CHECK_THAT(check_error(model_with_charsmap(std::string("\xff\xff\x00\x00xxxx", 8))), Contains("runs past"));
+  CHECK_THAT(check_error(model_with_charsmap(std::string("\x02\x00\x00\x00xx", 6))), Contains("no units"));
+  CHECK_THAT(check_error(model_with_charsmap("abc")), Contains("too short"));
+
+  // The protobuf around it.
+  CHECK_THAT(check_error("\x1a\x7f"), Contains("runs past the end"));
+  CHECK_THAT(check_error("\x08\x80"), Contains("ends inside a number"));
+  CHECK_THAT(check_error("\x0b"), Contains("wire type 3"));
+}
+
+TEST_CASE("tokenizer: a damaged character map in tokenizer.model is refused before SentencePiece uses it",
+          "[io][tokenizer]") {
+  // The demo model's map starts with its trie size (0x2b400 bytes) and a root unit of 0x8400;
+  // pointing the root far outside the trie used to crash the first encode() inside SentencePiece.
+  std::string bytes = read_bytes(demo_dir / "tokenizer.model");
+  const std::string start("\x00\xb4\x02\x00\x00\x84\x00\x00", 8);
+  const std::size_t at = bytes.find(start);
+  REQUIRE(at != std::string::npos);
+  REQUIRE(bytes.find(start, at + 1) == std::string::npos);
+  bytes[at + 7] = '\x7f';  // root unit 0x7f008400: offset 0x1fc021, past the trie's 44288 units
+  scratch_dir dir;
+  write_bytes(dir / "tokenizer.model", bytes);
+  CHECK_THAT(error_message([&] { (void)tokenizer::load(dir / "tokenizer.model"); }),
+             Contains((dir / "tokenizer.model").string()) && Contains("normalizer_spec.precompiled_charsmap is corrupt"));
 }

@@ -15,13 +15,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <span>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "jetmoe/core/error.hpp"
+#include "jetmoe/io/sentencepiece_check.hpp"
 #include "jetmoe/io/utf8.hpp"
 
 namespace jetmoe::io {
@@ -31,8 +34,12 @@ class tokenizer {
   static tokenizer load(const std::filesystem::path& model_file) {
     tokenizer out;
     out.path_ = model_file.string();
+    // Read once, checked, then parsed from the same bytes: SentencePiece trusts the character
+    // map inside (see sentencepiece_check.hpp), and a file changed in between stays unchecked.
+    const std::string bytes = read_model_file(out.path_);
+    check_sentencepiece_model(bytes, out.path_);
     out.processor_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
-    const auto status = out.processor_->Load(out.path_);
+    const auto status = out.processor_->LoadFromSerializedProto(bytes);
     if (!status.ok())
       throw error(jetmoe::detail::concat(out.path_, ": cannot load SentencePiece model: ", status.ToString()));
     return out;
@@ -74,7 +81,12 @@ class tokenizer {
   int byte_value(std::int64_t id) const {
     const int piece = checked_id(id);
     if (!processor_->IsByte(piece)) return -1;
-    return static_cast<int>(std::stoul(processor_->IdToPiece(piece).substr(3, 2), nullptr, 16));
+    const std::string spelled = processor_->IdToPiece(piece);  // "<0xE2>"
+    auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; };
+    const bool well_formed = spelled.size() == 6 && spelled.starts_with("<0x") && spelled[5] == '>' &&
+                             hex(spelled[3]) >= 0 && hex(spelled[4]) >= 0;
+    check(well_formed, path_, ": byte token ", id, " is spelled \"", spelled, "\", not <0xXX>");
+    return hex(spelled[3]) * 16 + hex(spelled[4]);
   }
 
   const std::string& path() const { return path_; }
@@ -82,6 +94,15 @@ class tokenizer {
 
  private:
   tokenizer() = default;
+
+  static std::string read_model_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    check(static_cast<bool>(in), path, ": cannot load SentencePiece model: the file cannot be opened");
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    check(!in.bad(), path, ": cannot load SentencePiece model: read error");
+    return std::move(bytes).str();
+  }
 
   int checked_id(std::int64_t id) const {
     check(0 <= id && id < vocab_size(), path_, ": token id ", id, " is outside the vocabulary [0, ", vocab_size(), ")");
