@@ -10,18 +10,16 @@
 // before it is tried (a crash leaves the culprit as the last line).
 #include <catch2/catch.hpp>
 
+#include "io/io_test_support.hpp"
 #include "model/reference_data.hpp"
 
 #include <jetmoe/io/tokenizer.hpp>
-
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <random>
 #include <sstream>
@@ -30,6 +28,9 @@
 
 namespace jm = jetmoe::models::jetmoe;
 namespace fs = std::filesystem;
+using jetmoe_io_test::read_bytes;
+using jetmoe_io_test::scratch_dir;
+using jetmoe_io_test::write_bytes;
 
 namespace {
 
@@ -39,31 +40,6 @@ std::uint64_t env_number(const char* name, std::uint64_t fallback) {
 }
 std::uint64_t iterations(std::uint64_t base) { return base * std::max<std::uint64_t>(1, env_number("JETMOE_FUZZ_ITERATIONS", 1)); }
 std::uint64_t seed_for(std::uint64_t salt) { return env_number("JETMOE_FUZZ_SEED", 20261202) * 0x9E3779B97F4A7C15ull + salt; }
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE(in);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-void write_file(const fs::path& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(out.good());
-}
-
-// A directory for one case, removed at scope exit.
-struct scratch {
-  fs::path path;
-  explicit scratch(const std::string& tag)
-      : path(fs::temp_directory_path() / ("jetmoe-fuzz-" + tag + "-" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~scratch() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-};
 
 // Runs `attempt`; a jetmoe::error counts as a clean rejection, anything else fails the test with
 // `what` (the description of the mutation, enough to reproduce it).
@@ -247,8 +223,8 @@ bool all_finite(const jetmoe::tensor<float, 3>& t) {
 TEST_CASE("fuzz: damaged safetensors files open cleanly or fail with jetmoe::error", "[model][fuzz]") {
   // Two bases: the tiny model's own file (a real header of 29 tensors) and a hand-made one with
   // every dtype family, metadata and a zero-size tensor.
-  scratch dir("safetensors");
-  const fs::path made = dir.path / "made.safetensors";
+  scratch_dir dir;
+  const fs::path made = dir / "made.safetensors";
   {
     jetmoe::io::safetensors_writer writer;
     const std::vector<float> f = {1.5f, -2.0f, 3.25f, 0.0f};
@@ -262,9 +238,9 @@ TEST_CASE("fuzz: damaged safetensors files open cleanly or fail with jetmoe::err
     writer.set_metadata("format", "pt");
     writer.write(made);
   }
-  const fs::path target = dir.path / "mutated.safetensors";
+  const fs::path target = dir / "mutated.safetensors";
   for (const fs::path& base_path : {made, jetmoe_test::data_dir("tiny") / "model.safetensors"}) {
-    const std::string base = read_file(base_path);
+    const std::string base = read_bytes(base_path);
     std::uint64_t header_length = 0;
     std::memcpy(&header_length, base.data(), 8);
     REQUIRE(8 + header_length <= base.size());
@@ -291,7 +267,7 @@ TEST_CASE("fuzz: damaged safetensors files open cleanly or fail with jetmoe::err
           what += " (length prefix follows)";
         }
       }
-      write_file(target, image);
+      write_bytes(target, image);
       expect_clean(counts, base_path.filename().string() + ":" + what, [&] {
         std::string message;
         try {
@@ -325,15 +301,15 @@ TEST_CASE("fuzz: damaged safetensors files open cleanly or fail with jetmoe::err
 }
 
 TEST_CASE("fuzz: damaged config.json text is a jetmoe::error naming the file, or a valid config", "[model][fuzz]") {
-  scratch dir("config-text");
-  const std::string base = read_file(jetmoe_test::data_dir("tiny") / "config.json");
-  const fs::path target = dir.path / "config.json";
+  scratch_dir dir;
+  const std::string base = read_bytes(jetmoe_test::data_dir("tiny") / "config.json");
+  const fs::path target = dir / "config.json";
   std::mt19937_64 rng(seed_for(1));
   outcome_counts counts;
   for (std::uint64_t i = 0; i < iterations(3000); ++i) {
     std::string text = base;
     const std::string what = mutate_bytes(text, 0, text.size(), rng);
-    write_file(target, text);
+    write_bytes(target, text);
     expect_clean(counts, what, [&] {
       try {
         const jm::config c = jm::load_config(target);
@@ -360,8 +336,8 @@ TEST_CASE("fuzz: a model loads from a mutated config only when it works, else je
       "pad_token_id", "unknown_field"};
   for (const std::string fixture : {"tiny", "tiny/classifier"}) {
     const bool classifier = fixture != "tiny";
-    scratch dir(classifier ? "config-classifier" : "config-model");
-    fs::copy_file(jetmoe_test::data_dir(fixture) / "model.safetensors", dir.path / "model.safetensors");
+    scratch_dir dir;
+    fs::copy_file(jetmoe_test::data_dir(fixture) / "model.safetensors", dir / "model.safetensors");
     const nlohmann::json base = jetmoe::io::read_json_file(jetmoe_test::data_dir(fixture) / "config.json");
     std::mt19937_64 rng(seed_for(classifier ? 5 : 2));
     outcome_counts counts;
@@ -369,9 +345,9 @@ TEST_CASE("fuzz: a model loads from a mutated config only when it works, else je
       nlohmann::json json = base;
       std::string what = mutate_structure(json, rng, extra_keys);
       if (rng() & 1) what += "; " + mutate_structure(json, rng, extra_keys);
-      write_file(dir.path / "config.json", json.dump(2));
+      write_bytes(dir / "config.json", json.dump(2));
       expect_clean(counts, fixture + ": " + what, [&] {
-        auto model = jm::model<float>::load(dir.path);
+        auto model = jm::model<float>::load(dir.path());
         if (classifier) {
           const auto ids = probe_ids(model.cfg().vocab_size);
           const auto logits = jm::classify(model, jetmoe::make_view<const std::int64_t>(ids.data(), 1, 3));
@@ -393,11 +369,11 @@ TEST_CASE("fuzz: a model loads from a mutated config only when it works, else je
 TEST_CASE("fuzz: a mutated shard index loads the same model or fails with jetmoe::error", "[model][fuzz]") {
   // An index can only be accepted when it maps every tensor to the shard that holds it, so an
   // accepted one must give exactly the original model's logits.
-  scratch dir("index");
+  scratch_dir dir;
   nlohmann::json index;
-  write_sharded(dir.path, index);
-  fs::copy_file(jetmoe_test::data_dir("tiny") / "config.json", dir.path / "config.json");
-  fs::create_directories(dir.path / "sub");
+  write_sharded(dir.path(), index);
+  fs::copy_file(jetmoe_test::data_dir("tiny") / "config.json", dir / "config.json");
+  fs::create_directories(dir / "sub");
   auto original = jm::model<float>::load(jetmoe_test::data_dir("tiny"));
   const auto want = probe_logits(original);
 
@@ -464,9 +440,9 @@ TEST_CASE("fuzz: a mutated shard index loads the same model or fails with jetmoe
       }
       if (!json.is_object() || !json.contains("weight_map") || !json["weight_map"].is_object()) break;
     }
-    write_file(dir.path / "model.safetensors.index.json", json.dump());
+    write_bytes(dir / "model.safetensors.index.json", json.dump());
     expect_clean(counts, what, [&] {
-      auto model = jm::model<float>::load(dir.path);
+      auto model = jm::model<float>::load(dir.path());
       const auto got = probe_logits(model);
       REQUIRE(got.size() == want.size());
       if (std::memcmp(got.data(), want.data(), want.bytes()) != 0)
@@ -481,9 +457,9 @@ TEST_CASE("fuzz: a mutated shard index loads the same model or fails with jetmoe
 TEST_CASE("fuzz: a damaged tokenizer.model loads and works, or fails with jetmoe::error", "[model][fuzz]") {
   // SentencePiece parses the protobuf; what is checked here is the wrapper: load errors arrive
   // as jetmoe::error, and a model that loads can encode, decode and answer per-id questions.
-  scratch dir("tokenizer");
-  const std::string base = read_file(jetmoe_test::demo_model_dir() / "tokenizer.model");
-  const fs::path target = dir.path / "tokenizer.model";
+  scratch_dir dir;
+  const std::string base = read_bytes(jetmoe_test::demo_model_dir() / "tokenizer.model");
+  const fs::path target = dir / "tokenizer.model";
   std::mt19937_64 rng(seed_for(4));
   outcome_counts counts;
   for (std::uint64_t i = 0; i < iterations(300); ++i) {
@@ -499,7 +475,7 @@ TEST_CASE("fuzz: a damaged tokenizer.model loads and works, or fails with jetmoe
         what += " byte[" + std::to_string(at) + "]";
       }
     }
-    write_file(target, image);
+    write_bytes(target, image);
     expect_clean(counts, what, [&] {
       const auto tok = jetmoe::io::tokenizer::load(target);
       const auto ids = tok.encode("def f(x):\n    return x + 1  # ünïcode");
