@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 #include <set>
 
 #include "routing_test_helpers.hpp"
@@ -275,4 +276,31 @@ TEST_CASE("every router rejects k > E and k < 1 with a jetmoe::error", "[routing
   REQUIRE_THROWS_WITH(routing::top_k_then_softmax{}.route(one_thread(), logits.view(), 4, out.ids.view(),
                                                           out.gates.view()),
                       Catch::Contains("exceeds the number of experts E = 3"));
+}
+
+TEST_CASE("router parameters that are NaN or infinite are errors or clamped, never undefined", "[routing][routers]") {
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  // A capacity factor converted to an integer unchecked was undefined behaviour past int64.
+  REQUIRE_THROWS_WITH(routing::capacity_of(routing::switch_top1{nan}, 80, 1, 5), Catch::Contains("NaN"));
+  for (double huge : {inf, 1e300}) {
+    const auto limit = routing::capacity_of(routing::switch_top1{huge}, 80, 1, 5);
+    CHECK(limit.per_expert == 80);  // all the slots: nothing can drop
+    CHECK(routing::expert_choice{huge}.tokens_per_expert(30, 2, 4) == 30);
+  }
+  CHECK(routing::capacity_of(routing::switch_top1{8.0}, 80, 1, 5).per_expert == 80);  // ceil(128), clamped
+
+  std::mt19937 rng(19);
+  const auto logits = random_matrix(rng, 4, 6, 1.0f);
+  route_result out(4, 2);
+  route_result every_slot(4, 6);  // expert_choice fills one slot per expert
+  REQUIRE_THROWS_WITH(routing::expert_choice{nan}.route(one_thread(), logits.view(), 2, every_slot.ids.view(),
+                                                        every_slot.gates.view()),
+                      Catch::Contains("capacity_factor"));
+  REQUIRE_THROWS_WITH((routing::noisy_top_k{static_cast<float>(nan)}.route(one_thread(), logits.view(), 2,
+                                                                           out.ids.view(), out.gates.view())),
+                      Catch::Contains("noise_std"));
+  routing::sigmoid_top_k sigmoid;
+  sigmoid.scaling = static_cast<float>(inf);
+  REQUIRE_THROWS_WITH(sigmoid.route(one_thread(), logits.view(), 2, out.ids.view(), out.gates.view()),
+                      Catch::Contains("scaling"));
 }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "jetmoe/core/error.hpp"
 #include "jetmoe/core/shape.hpp"
 
 namespace jetmoe::routing {
@@ -32,12 +33,20 @@ struct capacity_limit {
 
   bool is_limited() const { return per_expert != unlimited; }
 
-  // ceil(factor · slots / experts), the usual definition; factor ≤ 0 means no limit.
+  // ceil(factor · slots / experts), the usual definition; factor ≤ 0 means no limit. A NaN
+  // factor is an error.
   static capacity_limit from_factor(double factor, index_t slots, index_t experts,
                                     drop_policy policy = drop_policy::by_position) {
+    check(!std::isnan(factor), "routing: capacity_factor is NaN");
     if (factor <= 0.0 || experts <= 0) return {unlimited, policy};
-    const double exact = factor * static_cast<double>(slots) / static_cast<double>(experts);
-    return {static_cast<index_t>(std::ceil(exact)), policy};
+    return {ceil_at_most(factor * static_cast<double>(slots) / static_cast<double>(experts), slots), policy};
+  }
+
+  // ceil(exact) for 0 ≤ exact, but at most `most`. The clamp comes first: converting a double
+  // past int64's range (a huge or infinite factor) to an integer is undefined. A capacity of
+  // all the slots drops nothing, so clamping changes no result.
+  static index_t ceil_at_most(double exact, index_t most) {
+    return exact < static_cast<double>(most) ? static_cast<index_t>(std::ceil(exact)) : most;
   }
 };
 

@@ -33,7 +33,7 @@ struct expert_choice {
 
   index_t tokens_per_expert(index_t tokens, index_t k, index_t experts) const {
     const double exact = capacity_factor * static_cast<double>(tokens * k) / static_cast<double>(experts);
-    return std::clamp<index_t>(static_cast<index_t>(std::ceil(exact)), 0, tokens);
+    return std::max<index_t>(capacity_limit::ceil_at_most(exact, tokens), 0);
   }
 
   // First pass: the per-token probabilities, written straight into the (T, E) gates.

@@ -60,6 +60,7 @@ struct noisy_top_k {
   template <class Policy>
   void route(const Policy& policy, tensor_view<const float, 2> logits, index_t k,
              tensor_view<std::int32_t, 2> expert_ids, tensor_view<float, 2> gates) const {
+    check(std::isfinite(noise_std), "routing::noisy_top_k: noise_std = ", noise_std, " must be finite");
     check_route_arguments("routing::noisy_top_k", logits, k, k, expert_ids, gates);
     const std::uint64_t stream = rules::mix64(seed ^ rules::mix64(step + 0x5EEDull));
     route_rows(policy, logits, k, expert_ids, gates, row_rule{noise_std, stream});

@@ -13,6 +13,7 @@
 // lose to; -∞ is the intent).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
@@ -94,6 +95,7 @@ struct sigmoid_top_k {
     check(selection_bias.empty() || selection_bias.extent(0) == experts, who, ": selection_bias has ",
           selection_bias.extent(0), " entries for E = ", experts, " experts");
     check(selection_bias.extent(0) <= 1 || selection_bias.stride(0) == 1, who, ": selection_bias must be contiguous");
+    check(std::isfinite(scaling), who, ": scaling = ", scaling, " must be finite");
     const float* bias = selection_bias.empty() ? nullptr : selection_bias.data();
     route_rows(policy, logits, k, expert_ids, gates, row_rule{bias, groups, groups_kept, normalize, scaling});
   }
