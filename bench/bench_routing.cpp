@@ -154,6 +154,7 @@ void BM_gather(benchmark::State& state) {
   const index_t tokens = state.range(0);
   routed_batch batch(tokens);
   tensor<float, 2> sorted(make_dims(batch.ws.plan.num_sorted_rows(), hidden));  // (N, H)
+  fill(sorted, 1.0f, 10);  // touch every page now: first-touch faults are not the gather's cost
   for (auto _ : state) {
     routing::gather(policy(), batch.x.view(), batch.ws.plan.sorted_token(), sorted.view());
     benchmark::DoNotOptimize(sorted.data());
@@ -200,6 +201,7 @@ void BM_combine(benchmark::State& state) {
   tensor<float, 2> z(make_dims(plan.num_sorted_rows(), hidden));  // (N, H)
   tensor<float, 2> y(make_dims(tokens, hidden));                  // (T, H)
   fill(z, 1.0f, 9);
+  fill(y, 1.0f, 11);  // touched before timing, as for the gather
   for (auto _ : state) {
     routing::combine(policy(), plan, z.view(), y.view(), shared_model().bias.view());
     benchmark::DoNotOptimize(y.data());
