@@ -764,6 +764,18 @@ TEST_CASE("every router runs on CUDA and chooses as on the CPU", "[cuda][routing
   }
 }
 
+TEST_CASE("sigmoid_top_k on CUDA rejects a selection bias in host memory", "[cuda][routing]") {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(9);
+  const auto logits = up(grid_logits(rng, 4, 16));                                 // (4, 16) device
+  const auto host_bias = random_tensor<float, 1>(rng, make_dims(16), 0.1f);       // (16) host
+  tensor<std::int32_t, 2, exec::cuda> ids(gpu(), make_dims(4, 2));                 // (4, 2)
+  tensor<float, 2, exec::cuda> gates(gpu(), make_dims(4, 2));                      // (4, 2)
+  const routing::sigmoid_top_k router{host_bias.view(), 4, 2, true, 1.0f};
+  CHECK_THROWS_WITH(router.route(gpu(), logits.view(), 2, ids.view(), gates.view()),
+                    Catch::Contains("selection_bias") && Catch::Contains("host memory"));
+}
+
 TEST_CASE("routers on CUDA rank NaN logits as the CPU does: below every number, lower index first",
           "[cuda][routing]") {
   SKIP_WITHOUT_GPU();

@@ -13,6 +13,7 @@
 // lose to; -∞ is the intent).
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -36,6 +37,8 @@ struct sigmoid_top_k {
     float scaling;
 
     index_t scratch_floats(index_t experts) const { return 2 * experts + groups; }
+    // Memory the rule reads through pointers: a device backend checks it is device memory.
+    std::array<const void*, 1> input_pointers() const { return {bias}; }
 
     JETMOE_HD void operator()(index_t /*token*/, const float* logits, index_t experts, index_t k, float* scratch,
                               std::int32_t* ids, float* gates) const {
