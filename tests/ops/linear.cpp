@@ -36,10 +36,13 @@ void check_against_reference(tensor_view<const float, 2> x, tensor_view<const W,
 
 template <class W>
 void run_shapes() {
-  // T covers the GEMV path (≤ 8) and the blocked GEMM path; out = 300 with in = 64 spans two
-  // blocks, and in = 513 a short last GEMV chunk.
-  const index_t row_counts[] = {1, 2, 8, 9, 33};
-  const std::pair<index_t, index_t> widths[] = {{1, 1}, {7, 5}, {64, 300}, {513, 37}, {1030, 19}};
+  // T covers the GEMV path (≤ 8) and the token-panel path: one panel vector (9, 16 with
+  // AVX-512), two, partial last panels (17, 33) and several panels (64). Widths: in = 256 and
+  // 257 put a k-chunk edge at the end and one past it, in = 513 a short last GEMV chunk; out =
+  // 29, 30, 37, 300 leave partial groups of output features for every vector width.
+  const index_t row_counts[] = {1, 2, 8, 9, 16, 17, 33, 64};
+  const std::pair<index_t, index_t> widths[] = {{1, 1},    {7, 5},    {64, 300}, {513, 37},
+                                                {1030, 19}, {256, 29}, {257, 30}};
   for (const std::uint32_t seed : {1u, 2u}) {
     std::mt19937 rng(seed);
     for (const index_t rows : row_counts)
@@ -101,6 +104,45 @@ TEMPLATE_TEST_CASE("linear gives bit-identical results for any thread count", "[
     REQUIRE(results[0] == results[1]);
     REQUIRE(results[0] == results[2]);
   }
+}
+
+TEMPLATE_TEST_CASE("linear: a row's result does not depend on the other rows in the call (T > 8)", "[ops][linear]",
+                   float, bf16, half) {
+#if defined(JETMOE_LINEAR_PANELS)
+  // Every y[t, o] of the panel path is the same k-ordered sum in whichever tile it lands, so
+  // rows 5…44 of a 70-row call equal a 40-row call on the same rows, bit for bit. (Both calls
+  // use two-vector panels for every SIMD width: T > 16.)
+  std::mt19937 rng(12);
+  const index_t in = 333, out = 61;
+  tensor<float, 2> x({70, in});
+  tensor<TestType, 2> w({out, in});
+  op_test::fill_normal(x.view(), rng);
+  op_test::fill_normal(w.view(), rng, 0.05f);
+  tensor<float, 2> y_all({70, out}), y_part({40, out});
+  ops::linear(op_test::two_threads, x.view(), std::as_const(w).view(), y_all.view());
+  ops::linear(op_test::two_threads, tensor_view<const float, 2>(x.view()).slice(0, 5, 45), std::as_const(w).view(),
+              y_part.view());
+  for (index_t t = 0; t < 40; ++t)
+    for (index_t o = 0; o < out; ++o) REQUIRE(y_part(t, o) == y_all(t + 5, o));
+#else
+  SUCCEED("this compiler uses the Eigen fallback, whose blocking may depend on T");
+#endif
+}
+
+TEMPLATE_TEST_CASE("linear's Eigen fallback (compilers without vector extensions) matches the reference",
+                   "[ops][linear]", float, bf16, half) {
+  std::mt19937 rng(13);
+  for (const index_t rows : {9, 40})
+    for (const auto& [in, out] : {std::pair<index_t, index_t>{64, 300}, {513, 37}}) {
+      tensor<float, 2> x({rows, in});
+      tensor<TestType, 2> w({out, in});
+      tensor<float, 2> y({rows, out});
+      op_test::fill_normal(x.view(), rng);
+      op_test::fill_normal(w.view(), rng, 0.05f);
+      ops::cpu_detail::linear_eigen_tiles(op_test::two_threads, tensor_view<const float, 2>(x.view()),
+                                          std::as_const(w).view(), y.view());
+      check_against_reference<TestType>(x.view(), std::as_const(w).view(), y.view());
+    }
 }
 
 TEST_CASE("linear with zero input features writes zeros; empty outputs are fine", "[ops][linear]") {
