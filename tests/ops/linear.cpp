@@ -6,6 +6,7 @@
 // allow K·FLT_EPSILON·Σ|x_k·w_k| = 2K·u·Σ|x_k·w_k|, plus a tiny absolute floor.
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <cfloat>
 #include <vector>
 
@@ -89,8 +90,11 @@ TEMPLATE_TEST_CASE("linear reads strided views: rows of x, expert slices of w, c
 
 TEMPLATE_TEST_CASE("linear gives bit-identical results for any thread count", "[ops][linear]", float, bf16, half) {
   std::mt19937 rng(11);
-  for (const index_t rows : {3, 40}) {
-    const index_t in = 300, out = 530;
+  // (T, in, out): the GEMV path, a small panel call, and one big enough that both of its
+  // loops (filling the panels, the tiles) really run on several threads.
+  // (128 · 2100 multiply-adds per output feature pass the 2 · 2^17 that start a second thread.)
+  const std::array<index_t, 3> shapes[] = {{3, 300, 530}, {40, 300, 530}, {128, 2100, 40}};
+  for (const auto& [rows, in, out] : shapes) {
     tensor<float, 2> x({rows, in});
     tensor<TestType, 2> w({out, in});
     op_test::fill_normal(x.view(), rng);
@@ -99,6 +103,7 @@ TEMPLATE_TEST_CASE("linear gives bit-identical results for any thread count", "[
     for (const int threads : {1, 2, 3}) {
       tensor<float, 2> y({rows, out});
       ops::linear(exec::cpu{threads}, x.view(), std::as_const(w).view(), y.view());
+      if (threads == 2) check_against_reference<TestType>(x.view(), std::as_const(w).view(), y.view());
       results.emplace_back(y.data(), y.data() + y.size());
     }
     REQUIRE(results[0] == results[1]);

@@ -251,10 +251,12 @@ void linear_panels(const exec::cpu& policy, tensor_view<const float, 2> x, tenso
 
   // (panels, K, width): x transposed panel by panel, missing tokens zero. Kept per calling
   // thread, so steady-state calls allocate nothing.
+  // (The workers must use this pointer: inside the loop body the name would be their own.)
   thread_local std::vector<float> panel_storage;
   panel_storage.resize(static_cast<std::size_t>(panels * in_features * width));
+  float* const panel_base = panel_storage.data();
   exec::parallel_for(policy, panels, in_features * width, [&](std::ptrdiff_t p) {
-    float* panel = panel_storage.data() + p * in_features * width;  // (K, width)
+    float* panel = panel_base + p * in_features * width;  // (K, width)
     for (index_t t = 0; t < width; ++t) {
       const index_t row = p * width + t;
       if (row < rows) {
@@ -267,7 +269,6 @@ void linear_panels(const exec::cpu& policy, tensor_view<const float, 2> x, tenso
   });
 
   // Panel-major: consecutive tasks share a panel (L2-resident) and stream weight rows.
-  const float* panel_base = panel_storage.data();
   exec::parallel_for(policy, panels * row_groups, width * in_features * rows_per_tile, [&](std::ptrdiff_t task) {
     const index_t p = task / row_groups;
     const index_t first = task % row_groups * rows_per_tile;
