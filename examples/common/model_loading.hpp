@@ -109,6 +109,7 @@ auto with_model(const fs::path& dir, weight_storage storage, const Policy& polic
     report.storage = name_of(dtype_of<W>()).data();
     ckpt.reset();  // the weights are copies: unmap the files before running
     jm::weights<W, Policy> placed = jm::place_weights(policy, std::move(params), cfg);  // a GPU: one upload
+    if constexpr (!Policy::is_host) params = jm::weights<W>{};  // the device copy is all that is used now
     jm::model<W, routing::top_k_then_softmax, Policy> model(std::move(cfg), std::move(placed), policy);
     report.seconds = std::chrono::duration<double>(clock::now() - start).count();
     return body(model, report);

@@ -1553,3 +1553,23 @@ TEST_CASE("exec::recorded_work: replays, reuses its own frees while recording, f
   work.run(g, key, step);
   CHECK(count() == 18.0f);
 }
+
+TEST_CASE("exec::recorded_work on the legacy stream: capture cannot begin, the step still runs", "[cuda]") {
+  SKIP_WITHOUT_GPU();
+  // cudaStreamBeginCapture refuses the legacy (null) stream. The failed call must not leave its
+  // error behind for the fallback's first launch check to report as that kernel's.
+  const gpu_policy legacy = gpu().on(nullptr);
+  constexpr index_t width = 64;
+  auto acc = tensor<float, 2, gpu_policy>::zeros(legacy, make_dims(1, width));  // (1, width)
+  tensor<float, 2> ones_host(make_dims(1, width));                               // (1, width)
+  for (index_t c = 0; c < width; ++c) ones_host(0, c) = 1.0f;
+  const auto ones = exec::to_device(legacy, ones_host.view());                    // (1, width)
+  const auto step = [&] { ops::add_inplace(legacy, acc.view(), tensor_view<const float, 2>(ones.view())); };
+  exec::recorded_work<gpu_policy> work;
+  const exec::recording_key key{1, 1, 1, 1};
+  for (int i = 0; i < 3; ++i) REQUIRE_NOTHROW(work.run(legacy, key, step));
+  CHECK_FALSE(work.has_recording());
+  CHECK_FALSE(work.failure().empty());
+  const auto back = exec::to_host(legacy, acc.view());  // (1, width)
+  for (index_t c = 0; c < width; ++c) CHECK(back(0, c) == 3.0f);
+}

@@ -68,6 +68,10 @@ namespace cuda_detail {
 
 inline void throw_on_error(cudaError_t status, const char* expr, const char* file, int line) {
   if (status == cudaSuccess) return;
+  // The runtime also keeps a failed call's error as its "last error"; cleared here, it cannot
+  // resurface at the next launch check after this exception has been handled (a failed graph
+  // capture falls back to running the work plainly). A sticky error (a device fault) stays.
+  cudaGetLastError();
   throw error(detail::concat("jetmoe: CUDA error ", cudaGetErrorName(status), " (", cudaGetErrorString(status),
                              ") from ", expr, " at ", file, ":", line));
 }
@@ -303,7 +307,7 @@ struct context {
   ~context() {
     // Errors are ignored: nothing sensible can be done with them in a destructor.
     cudaSetDevice(device);
-    if (stream) cudaStreamSynchronize(stream);
+    if (pool) cudaStreamSynchronize(stream);  // a bound context; null is the legacy stream, still a stream
     if (blas) cublasDestroy(blas);
     if (blas_workspace && pool) pool->deallocate(blas_workspace, stream);
     if (pool) pool->release_stream(stream);  // the stream is idle: its blocks may serve others
@@ -348,6 +352,7 @@ struct cuda {
   // synchronises before destroying). Its own cuBLAS handle and error word.
   cuda on(cudaStream_t stream) const {
     const auto& self = context("exec::cuda::on");
+    JETMOE_CUDA_CHECK(cudaSetDevice(self.device));  // the error word below is allocated on it
     auto ctx = std::make_shared<cuda_detail::context>();
     ctx->device = self.device;
     ctx->stream = stream;
