@@ -11,7 +11,7 @@
 //    into an L1 buffer) and does rows · V multiply-adds. The weights are never repacked, so
 //    a weight row used by only 16 tokens (an expert tile) costs little more than one used by
 //    256; Eigen's GEMM, which packs the weight panel for every call, ran at half its speed on
-//    16 rows. Measured on a 2-core AMD EPYC (AVX-512): 1.4–2.4× Eigen's speed for 9…2048
+//    16 rows. Measured on a 2-core AMD EPYC (AVX-512): 1.3–2.4× Eigen's speed for 9…2048
 //    rows. Compilers without GCC vector extensions get the Eigen GEMM instead.
 // Tiles depend only on the shapes, never on the thread count, and each output element is
 // produced by exactly one task, so results are identical for any number of threads. On the
@@ -286,6 +286,7 @@ void linear_panels(const exec::cpu& policy, tensor_view<const float, 2> x, tenso
       for (index_t r = 0; r < count; ++r) y(first_row + t, first + r) = out[r * width + t];
   });
 }
+#undef JETMOE_PANEL_UNROLL  // expanded where the templates were defined; nothing else uses it
 #endif  // __GNUC__
 
 // T > small_batch_rows: the panel kernel (one vector of tokens per panel when that holds them

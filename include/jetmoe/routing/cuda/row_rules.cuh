@@ -5,8 +5,9 @@
 //
 // The rule is copied to the device by value: pointers inside it (sigmoid_top_k's selection
 // bias) must be device memory. A rule names them in input_pointers(), and a host pointer there
-// is a jetmoe::error here rather than an illegal-address fault in the kernel. Its per-token scratch is one pooled (T, scratch_floats(E))
-// buffer, released to the pool (stream-ordered) when the call returns.
+// is a jetmoe::error here rather than an illegal-address fault in the kernel. Its per-token
+// scratch is one pooled (T, scratch_floats(E)) buffer, released to the pool (stream-ordered)
+// when the call returns.
 #pragma once
 
 #include <algorithm>
@@ -31,7 +32,8 @@ struct route_rows_impl<exec::cuda> {
     check(experts <= 1 || logits.stride(1) == 1, "routing::route_rows: rows of the logits must be contiguous");
     if constexpr (requires { rule.input_pointers(); })
       for (const void* input : rule.input_pointers())
-        ops::cuda_detail::check_on_device(input, "routing::route_rows", "a router input (sigmoid_top_k::selection_bias)");
+        ops::cuda_detail::check_on_device(input, "routing::route_rows",
+                                          "a pointer input of the router's row rule (e.g. sigmoid_top_k::selection_bias)");
     const index_t per_row = std::max<index_t>(rule.scratch_floats(experts), 0);
     tensor<float, 2, exec::cuda> scratch;  // (T, scratch_floats(E))
     if (per_row > 0) scratch = tensor<float, 2, exec::cuda>(policy, make_dims(tokens, per_row));
