@@ -37,11 +37,12 @@ void check_against_reference(tensor_view<const float, 2> x, tensor_view<const W,
 
 template <class W>
 void run_shapes() {
-  // T covers the GEMV path (≤ 8) and the token-panel path: one panel vector (9, 16 with
+  // T covers the few-rows path (every T ≤ 8 has its own kernel) and the token-panel path: one panel vector (9, 16 with
   // AVX-512), two, partial last panels (17, 33) and several panels (64). Widths: in = 256 and
-  // 257 put a k-chunk edge at the end and one past it, in = 513 a short last GEMV chunk; out =
-  // 29, 30, 37, 300 leave partial groups of output features for every vector width.
-  const index_t row_counts[] = {1, 2, 8, 9, 16, 17, 33, 64};
+  // 257 put a k-chunk edge at the end and one past it, in = 513 a short last portable-GEMV
+  // chunk and a 1-element tail past the 16 lanes, in = 7 only a tail; out = 29, 30, 37, 300
+  // leave partial groups of output features for every vector width and row count.
+  const index_t row_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 33, 64};
   const std::pair<index_t, index_t> widths[] = {{1, 1},    {7, 5},    {64, 300}, {513, 37},
                                                 {1030, 19}, {256, 29}, {257, 30}};
   for (const std::uint32_t seed : {1u, 2u}) {
@@ -111,26 +112,34 @@ TEMPLATE_TEST_CASE("linear gives bit-identical results for any thread count", "[
   }
 }
 
-TEMPLATE_TEST_CASE("linear: a row's result does not depend on the other rows in the call (T > 8)", "[ops][linear]",
+TEMPLATE_TEST_CASE("linear: a row's result does not depend on the other rows in the call", "[ops][linear]",
                    float, bf16, half) {
-#if defined(JETMOE_LINEAR_PANELS)
-  // Every y[t, o] of the panel path is the same k-ordered sum in whichever tile it lands, so
-  // rows 5…44 of a 70-row call equal a 40-row call on the same rows, bit for bit. (Both calls
-  // use two-vector panels for every SIMD width: T > 16.)
+#if defined(JETMOE_CPU_VECTORS)
+  // Both kernels sum every y[t, o] in one fixed order whatever tile or task it lands in: the
+  // panel path k in order, the few-rows path in dot.hpp's 16 lanes. So rows 5…44 of a 70-row
+  // call equal a 40-row call on the same rows (both two-vector panels for every SIMD width:
+  // T > 16), and each row of an 8-row call equals a 1-row call (a different tile shape).
   std::mt19937 rng(12);
   const index_t in = 333, out = 61;
   tensor<float, 2> x({70, in});
   tensor<TestType, 2> w({out, in});
   op_test::fill_normal(x.view(), rng);
   op_test::fill_normal(w.view(), rng, 0.05f);
+  const auto x_rows = [&](index_t first, index_t last) { return tensor_view<const float, 2>(x.view()).slice(0, first, last); };
   tensor<float, 2> y_all({70, out}), y_part({40, out});
   ops::linear(op_test::two_threads, x.view(), std::as_const(w).view(), y_all.view());
-  ops::linear(op_test::two_threads, tensor_view<const float, 2>(x.view()).slice(0, 5, 45), std::as_const(w).view(),
-              y_part.view());
+  ops::linear(op_test::two_threads, x_rows(5, 45), std::as_const(w).view(), y_part.view());
   for (index_t t = 0; t < 40; ++t)
     for (index_t o = 0; o < out; ++o) REQUIRE(y_part(t, o) == y_all(t + 5, o));
+
+  tensor<float, 2> y_eight({8, out}), y_one({1, out});
+  ops::linear(op_test::two_threads, x_rows(0, 8), std::as_const(w).view(), y_eight.view());
+  for (index_t t = 0; t < 8; ++t) {
+    ops::linear(op_test::two_threads, x_rows(t, t + 1), std::as_const(w).view(), y_one.view());
+    for (index_t o = 0; o < out; ++o) REQUIRE(y_one(0, o) == y_eight(t, o));
+  }
 #else
-  SUCCEED("this compiler uses the Eigen fallback, whose blocking may depend on T");
+  SUCCEED("this compiler uses the Eigen fallbacks, whose blocking may depend on T");
 #endif
 }
 
@@ -146,6 +155,22 @@ TEMPLATE_TEST_CASE("linear's Eigen fallback (compilers without vector extensions
       op_test::fill_normal(w.view(), rng, 0.05f);
       ops::cpu_detail::linear_eigen_tiles(op_test::two_threads, tensor_view<const float, 2>(x.view()),
                                           std::as_const(w).view(), y.view());
+      check_against_reference<TestType>(x.view(), std::as_const(w).view(), y.view());
+    }
+}
+
+TEMPLATE_TEST_CASE("linear's portable few-rows kernel (compilers without vector extensions) matches the reference",
+                   "[ops][linear]", float, bf16, half) {
+  std::mt19937 rng(14);
+  for (const index_t rows : {1, 2, 7, 8})
+    for (const auto& [in, out] : {std::pair<index_t, index_t>{64, 300}, {513, 37}, {1030, 19}}) {
+      tensor<float, 2> x({rows, in});
+      tensor<TestType, 2> w({out, in});
+      tensor<float, 2> y({rows, out});
+      op_test::fill_normal(x.view(), rng);
+      op_test::fill_normal(w.view(), rng, 0.05f);
+      ops::cpu_detail::linear_few_rows_portable(op_test::two_threads, tensor_view<const float, 2>(x.view()),
+                                                std::as_const(w).view(), y.view());
       check_against_reference<TestType>(x.view(), std::as_const(w).view(), y.view());
     }
 }

@@ -16,7 +16,7 @@
 #include "jetmoe/core/view.hpp"
 #include "jetmoe/exec/cpu.hpp"
 #include "jetmoe/ops/attention.hpp"
-#include "jetmoe/ops/cpu/linear.hpp"
+#include "jetmoe/ops/cpu/dot.hpp"
 
 namespace jetmoe::ops {
 
