@@ -3,7 +3,7 @@
 // 16 running lanes (lane j sums the products at k ≡ j mod 16, in k order), a fixed pairwise
 // fold of the lanes, then the tail past the last multiple of 16 in k order. The order does not
 // depend on pointer alignment or on the SIMD width, so every build and call site produces the
-// same sums. simd.hpp's fold() reproduces the same fold for GCC/Clang vector types.
+// same sums. simd.hpp's fold() applies fold_lanes to GCC/Clang vector types.
 #pragma once
 
 #include <Eigen/Core>

@@ -94,7 +94,6 @@ void linear_eigen_tiles(const exec::cpu& policy, tensor_view<const float, 2> x, 
 
 #if defined(JETMOE_CPU_VECTORS)
 struct panel_tuning {
-  static constexpr int lanes = simd_traits::lanes;         // P
   static constexpr index_t k_chunk = 256;  // weight elements widened at a time, per row (1 KiB)
   // Weight rows per tile for V vectors of tokens: rows·V accumulators + V panel vectors + one
   // broadcast (+1 spare) fill the registers.
@@ -105,7 +104,7 @@ struct panel_tuning {
 // summed in k order. w: (Rows, K) with row stride w_stride; panel: (K, V·P).
 template <int Rows, int Vectors, class W>
 void panel_tile(const W* w, index_t w_stride, const float* panel, index_t in_features, float* out) {
-  constexpr index_t width = Vectors * panel_tuning::lanes;
+  constexpr index_t width = Vectors * simd_traits::lanes;
   panel_vector acc[Rows][Vectors] = {};
   alignas(64) float widened[std::is_same_v<W, float> ? 1 : Rows * panel_tuning::k_chunk];  // (Rows, chunk)
   for (index_t k0 = 0; k0 < in_features; k0 += panel_tuning::k_chunk) {
@@ -124,7 +123,7 @@ void panel_tile(const W* w, index_t w_stride, const float* panel, index_t in_fea
     for (index_t k = 0; k < n; ++k, tokens += width) {
       panel_vector x_k[Vectors];
       JETMOE_CPU_UNROLL
-      for (int v = 0; v < Vectors; ++v) load_vector(tokens + v * panel_tuning::lanes, x_k[v]);
+      for (int v = 0; v < Vectors; ++v) load_vector(tokens + v * simd_traits::lanes, x_k[v]);
       JETMOE_CPU_UNROLL
       for (int r = 0; r < Rows; ++r) {
         const float w_rk = w_chunk[r * chunk_stride + k];
@@ -134,7 +133,7 @@ void panel_tile(const W* w, index_t w_stride, const float* panel, index_t in_fea
     }
   }
   for (int r = 0; r < Rows; ++r)
-    for (int v = 0; v < Vectors; ++v) std::memcpy(out + r * width + v * panel_tuning::lanes, &acc[r][v], sizeof(panel_vector));
+    for (int v = 0; v < Vectors; ++v) std::memcpy(out + r * width + v * simd_traits::lanes, &acc[r][v], sizeof(panel_vector));
 }
 
 // y = x · Wᵀ through token panels of V vectors (see the header comment).
@@ -142,7 +141,7 @@ template <int Vectors, class W>
 void linear_panels(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
                    tensor_view<float, 2> y) {
   constexpr int rows_per_tile = panel_tuning::rows_for(Vectors);
-  constexpr index_t width = Vectors * panel_tuning::lanes;  // tokens per panel
+  constexpr index_t width = Vectors * simd_traits::lanes;  // tokens per panel
   const index_t rows = x.extent(0), in_features = x.extent(1), out_features = w.extent(0);
   const index_t panels = (rows + width - 1) / width;
   const index_t row_groups = (out_features + rows_per_tile - 1) / rows_per_tile;
@@ -192,7 +191,7 @@ template <class W>
 void linear_many_rows(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
                       tensor_view<float, 2> y) {
 #if defined(JETMOE_CPU_VECTORS)
-  if (x.extent(0) <= panel_tuning::lanes)
+  if (x.extent(0) <= simd_traits::lanes)
     linear_panels<1>(policy, x, w, y);
   else
     linear_panels<2>(policy, x, w, y);

@@ -91,14 +91,11 @@ inline void keep_in_register(dot_vector& v) {
 #endif
 }
 
-// dot.hpp's fold_lanes for a dot_vector.
+// dot.hpp's fold_lanes for a dot_vector (the same function, so the same order).
 inline float fold(const dot_vector& lanes) {
-  float lane[dot_lanes];
-  std::memcpy(lane, &lanes, sizeof lane);
-  float eight[8], four[4];
-  for (int j = 0; j < 8; ++j) eight[j] = lane[j] + lane[j + 8];
-  for (int j = 0; j < 4; ++j) four[j] = eight[j] + eight[j + 4];
-  return (four[0] + four[2]) + (four[1] + four[3]);
+  dot_lane_array lane;
+  std::memcpy(lane.data(), &lanes, sizeof lanes);
+  return fold_lanes(lane);
 }
 
 }  // namespace jetmoe::ops::cpu_detail
