@@ -107,6 +107,19 @@ inline double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// The shortest of `runs` timed calls of run() (a floor measured during someone else's burst
+// would come out low).
+template <class Run>
+double best_seconds(int runs, Run&& run) {
+  double best = 1e30;
+  for (int i = 0; i < runs; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    best = std::min(best, seconds_since(start));
+  }
+  return best;
+}
+
 inline double measure_copy_bandwidth() {
   constexpr index_t bytes = index_t{256} << 20;  // far beyond the 32 MiB L3 of the machines we use
   constexpr index_t chunk = index_t{1} << 20;
@@ -118,14 +131,11 @@ inline double measure_copy_bandwidth() {
     std::memset(src + c * chunk, 1, chunk);
     std::memset(dst + c * chunk, 0, chunk);
   });
-  double best = 1e30;
-  for (int pass = 0; pass < 10; ++pass) {
-    const auto start = std::chrono::steady_clock::now();
+  const double best = best_seconds(10, [&] {
     jetmoe::exec::parallel_for(policy(), chunks, [&](std::ptrdiff_t c) { std::memcpy(dst + c * chunk, src + c * chunk, chunk); });
     benchmark::DoNotOptimize(dst);
     benchmark::ClobberMemory();
-    best = std::min(best, seconds_since(start));
-  }
+  });
   policy().deallocate(src, bytes);
   policy().deallocate(dst, bytes);
   return 2.0 * static_cast<double>(bytes) / best;
@@ -136,24 +146,19 @@ inline double measure_gemm_peak() {
   Eigen::MatrixXf a = Eigen::MatrixXf::Random(n, n), b = Eigen::MatrixXf::Random(n, n), c(n, n);
   policy().apply_to_eigen();  // Eigen's own threading, with the library's thread count
   c.noalias() = a * b;        // warm-up: packing buffers, page faults, clocks
-  double best = 1e30;
-  for (int run = 0; run < 10; ++run) {
-    const auto start = std::chrono::steady_clock::now();
+  const double eigen = best_seconds(10, [&] {
     c.noalias() = a * b;
     benchmark::DoNotOptimize(c.data());
-    best = std::min(best, seconds_since(start));
-  }
+  });
   // The same product through ops::linear: y (n, n) = x (n, n) · wᵀ, fp32 weights.
   const jetmoe::tensor_view<const float, 2> x(a.data(), jetmoe::make_dims(n, n)), w(b.data(), jetmoe::make_dims(n, n));
   const jetmoe::tensor_view<float, 2> y(c.data(), jetmoe::make_dims(n, n));
   jetmoe::ops::linear(policy(), x, w, y);  // warm-up: its panel buffer
-  for (int run = 0; run < 10; ++run) {
-    const auto start = std::chrono::steady_clock::now();
+  const double library = best_seconds(10, [&] {
     jetmoe::ops::linear(policy(), x, w, y);
     benchmark::DoNotOptimize(c.data());
-    best = std::min(best, seconds_since(start));
-  }
-  return 2.0 * n * static_cast<double>(n) * n / best;
+  });
+  return 2.0 * n * static_cast<double>(n) * n / std::min(eigen, library);
 }
 
 // The best floors measured so far in this process. A shared VM's speed drifts over minutes, so
