@@ -180,16 +180,23 @@ def floor_range(records, ctx, key, unit):
     return text
 
 
-def machine_table(meta, moe_context, e2e_context, records):
+def suite_floors(suites, key, unit):
+    """floor_range for each suite that ran, named: each binary measures its own floors."""
+    parts = [f"{name}: {floor_range(records, ctx, key, unit)}" for name, ctx, records in suites if ctx]
+    return "; ".join(parts) if parts else "?"
+
+
+def machine_table(meta, moe_context, e2e_context, records, e2e_records):
     ctx = moe_context or e2e_context
+    suites = [("bench_moe", moe_context, records), ("bench_e2e", e2e_context, e2e_records)]
     load = meta.get("load", {})
     rows = [
         ("CPU", f"{meta.get('cpu_model', ctx.get('cpu_model', '?'))}, {meta.get('cpus', ctx.get('num_cpus', '?'))} cores "
                 f"@ {ctx.get('mhz_per_cpu', '?')} MHz, {meta.get('memory_gib', '?')} GiB"),
         ("library threads", ctx.get("jetmoe_threads", "?")),
         ("repetitions per point", meta.get("repetitions", "?")),
-        ("measured copy bandwidth (floor)", floor_range(records, ctx, "floor_copy_GBps", "GB/s")),
-        ("measured fp32 GEMM peak (floor)", floor_range(records, ctx, "floor_gemm_GFLOPs", "GFLOP/s")),
+        ("measured copy bandwidth (floor)", suite_floors(suites, "floor_copy_GBps", "GB/s")),
+        ("measured fp32 GEMM peak (floor)", suite_floors(suites, "floor_gemm_GFLOPs", "GFLOP/s")),
         ("load average (1, 5, 15 min)", "; ".join(f"{k.replace('_', ' ')}: {', '.join(v)}" for k, v in load.items())),
         ("date, commit", f"{meta.get('date_utc', '?')}, {meta.get('git_commit', '?')}"),
         ("compiler", meta.get("compiler", "?")),
@@ -498,7 +505,7 @@ def main():
     doc_dir = os.path.dirname(os.path.abspath(args.doc)) if args.doc else os.getcwd()
     image_links = "\n\n".join(f"![{os.path.basename(p)}]({os.path.relpath(os.path.abspath(p), doc_dir)})" for p in images)
     block = "\n\n".join(part for part in [
-        "### Machine and conditions\n\n" + machine_table(meta, moe_context, e2e_context, moe),
+        "### Machine and conditions\n\n" + machine_table(meta, moe_context, e2e_context, moe, e2e),
         "### MoE layer / dense equivalent at T ≥ 256\n\n" + ratio_summary(moe),
         "### MoE MLP layer\n\n" + layer_tables(moe),
         "### Mixture of attention (MoA)\n\n" + moa_table(moe),
