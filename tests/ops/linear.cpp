@@ -37,12 +37,13 @@ void check_against_reference(tensor_view<const float, 2> x, tensor_view<const W,
 
 template <class W>
 void run_shapes() {
-  // T covers the few-rows path (every T ≤ 8 has its own kernel) and the token-panel path: one panel vector (9, 16 with
-  // AVX-512), two, partial last panels (17, 33) and several panels (64). Widths: in = 256 and
+  // T covers the few-rows path (every T ≤ 15 has its own kernel with AVX-512, T ≤ 8 with narrower vectors; 9…15 in
+  // two passes) and the token-panel path: one panel vector (16 with AVX-512; 9…16 with AVX2), two, partial last
+  // panels (17, 33) and several panels (64). Widths: in = 256 and
   // 257 put a k-chunk edge at the end and one past it, in = 513 a short last portable-GEMV
   // chunk and a 1-element tail past the 16 lanes, in = 7 only a tail; out = 29, 30, 37, 300
   // leave partial groups of output features for every vector width and row count.
-  const index_t row_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 33, 64};
+  const index_t row_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 33, 64};
   const std::pair<index_t, index_t> widths[] = {{1, 1},    {7, 5},    {64, 300}, {513, 37},
                                                 {1030, 19}, {256, 29}, {257, 30}};
   for (const std::uint32_t seed : {1u, 2u}) {
@@ -91,10 +92,10 @@ TEMPLATE_TEST_CASE("linear reads strided views: rows of x, expert slices of w, c
 
 TEMPLATE_TEST_CASE("linear gives bit-identical results for any thread count", "[ops][linear]", float, bf16, half) {
   std::mt19937 rng(11);
-  // (T, in, out): the GEMV path, a small panel call, and one big enough that both of its
+  // (T, in, out): the few-rows path in one pass and (AVX-512) two, a small panel call, and one big enough that both of its
   // loops (filling the panels, the tiles) really run on several threads.
   // (128 · 2100 multiply-adds per output feature pass the 2 · 2^17 that start a second thread.)
-  const std::array<index_t, 3> shapes[] = {{3, 300, 530}, {40, 300, 530}, {128, 2100, 40}};
+  const std::array<index_t, 3> shapes[] = {{3, 300, 530}, {12, 300, 530}, {40, 300, 530}, {128, 2100, 40}};
   for (const auto& [rows, in, out] : shapes) {
     tensor<float, 2> x({rows, in});
     tensor<TestType, 2> w({out, in});
@@ -118,7 +119,8 @@ TEMPLATE_TEST_CASE("linear: a row's result does not depend on the other rows in 
   // Both kernels sum every y[t, o] in one fixed order whatever tile or task it lands in: the
   // panel path k in order, the few-rows path in dot.hpp's 16 lanes. So rows 5…44 of a 70-row
   // call equal a 40-row call on the same rows (both two-vector panels for every SIMD width:
-  // T > 16), and each row of an 8-row call equals a 1-row call (a different tile shape).
+  // T > 16), and each row of a call with as many rows as the few-rows path takes (15 with
+  // AVX-512: two passes; else 8) equals a 1-row call (a different tile shape).
   std::mt19937 rng(12);
   const index_t in = 333, out = 61;
   tensor<float, 2> x({70, in});
@@ -132,11 +134,12 @@ TEMPLATE_TEST_CASE("linear: a row's result does not depend on the other rows in 
   for (index_t t = 0; t < 40; ++t)
     for (index_t o = 0; o < out; ++o) REQUIRE(y_part(t, o) == y_all(t + 5, o));
 
-  tensor<float, 2> y_eight({8, out}), y_one({1, out});
-  ops::linear(op_test::two_threads, x_rows(0, 8), std::as_const(w).view(), y_eight.view());
-  for (index_t t = 0; t < 8; ++t) {
+  const index_t few = ops::cpu_detail::few_rows_tuning::max_rows;
+  tensor<float, 2> y_few({few, out}), y_one({1, out});
+  ops::linear(op_test::two_threads, x_rows(0, few), std::as_const(w).view(), y_few.view());
+  for (index_t t = 0; t < few; ++t) {
     ops::linear(op_test::two_threads, x_rows(t, t + 1), std::as_const(w).view(), y_one.view());
-    for (index_t o = 0; o < out; ++o) REQUIRE(y_one(0, o) == y_eight(t, o));
+    for (index_t o = 0; o < out; ++o) REQUIRE(y_one(0, o) == y_few(t, o));
   }
 #else
   SUCCEED("this compiler uses the Eigen fallbacks, whose blocking may depend on T");
@@ -145,8 +148,8 @@ TEMPLATE_TEST_CASE("linear: a row's result does not depend on the other rows in 
 
 TEMPLATE_TEST_CASE("linear's fallbacks for compilers without vector extensions match the reference",
                    "[ops][linear]", float, bf16, half) {
-  // The portable few-rows loop (T ≤ 8) and the Eigen tiles (T > 8), called directly: with
-  // GCC or Clang, ops::linear never reaches them.
+  // The portable few-rows loop (T ≤ 8, as many as it takes without vector extensions) and the
+  // Eigen tiles (T > 8), called directly: with GCC or Clang, ops::linear never reaches them.
   std::mt19937 rng(13);
   for (const index_t rows : {1, 2, 7, 8, 9, 40})
     for (const auto& [in, out] : {std::pair<index_t, index_t>{64, 300}, {513, 37}, {1030, 19}}) {

@@ -1,4 +1,4 @@
-// jetmoe/ops/cpu/linear_few_rows.hpp — ops::linear on the CPU for a few rows of x (T ≤ 8:
+// jetmoe/ops/cpu/linear_few_rows.hpp — ops::linear on the CPU for a few rows of x (T ≤ 15:
 // decoding, small expert tiles), where reading the weights from memory is the cost.
 //
 // A task owns OutRows consecutive weight rows and runs along the whole of K once, widening
@@ -9,10 +9,19 @@
 // on a 2-core AMD EPYC (Zen 5) one row per task read the weights of a T = 4 call at 14 GB/s,
 // six rows at 37 GB/s. y[t, o] is dot.hpp's order (16 lanes, fold, tail), whatever T, the
 // thread count or the task a row falls in.
+//
+// Above 8 tokens the accumulators no longer fit, so 9…15 tokens run as two passes over the
+// same weight rows, the second reading them from L1/L2: first min(8, T − 4) tokens, then the
+// rest (4…7). The panel kernel (linear_many_rows.hpp) would give them one 16-token vector, so
+// its time hardly falls with T, while two passes cost in proportion to T. Measured on the same
+// host, bf16 weights streamed from memory (fine-grained and JetMoE-8B expert shapes): two
+// passes ran 1.2–2.1× the panel kernel's speed for T = 9…15 and 0.8–1.1× at T = 16; a balanced
+// split (5 + 5, 6 + 6) was up to 25 % slower than leaving 4 tokens to the second pass.
 #pragma once
 
 #include <algorithm>
 #include <type_traits>
+#include <utility>
 
 #include "jetmoe/core/dtype.hpp"
 #include "jetmoe/core/error.hpp"
@@ -25,7 +34,15 @@
 namespace jetmoe::ops::cpu_detail {
 
 struct few_rows_tuning {
-  static constexpr index_t max_rows = 8;    // T at or below this takes this path
+  static constexpr int max_pass_rows = 8;   // tokens of one pass over the weights (registers)
+#if defined(JETMOE_CPU_VECTORS)
+  // T at or below this takes this path. Two passes (9…15) are measured with AVX-512 only; with
+  // narrower vectors the panel kernel wastes fewer lanes on 9 rows and 16 registers hold only
+  // 8 accumulators, so there the path stops at one pass.
+  static constexpr index_t max_rows = simd_traits::lanes >= 16 ? 15 : max_pass_rows;
+#else
+  static constexpr index_t max_rows = max_pass_rows;
+#endif
   static constexpr index_t chunk = 512;     // portable path: weight elements widened at a time (2 KiB)
 };
 
@@ -100,23 +117,50 @@ void few_rows_tile(const W* w, index_t w_stride, const float* x, index_t x_strid
     }
 }
 
+// Tokens of the first pass over the weights: all of them up to max_pass_rows, else
+// min(max_pass_rows, T − 4) (see the header comment).
+template <int Tokens>
+constexpr int few_rows_first_pass() {
+  return Tokens <= few_rows_tuning::max_pass_rows ? Tokens : std::min(few_rows_tuning::max_pass_rows, Tokens - 4);
+}
+
+// few_rows_tile over the same OutRows weight rows for all Tokens rows of x, in one or two passes.
+template <int OutRows, int Tokens, class W>
+void few_rows_passes(const W* w, index_t w_stride, const float* x, index_t x_stride, index_t in_features, float* y,
+                     index_t y_stride) {
+  constexpr int first_pass = few_rows_first_pass<Tokens>();
+  few_rows_tile<OutRows, first_pass>(w, w_stride, x, x_stride, in_features, y, y_stride);
+  if constexpr (Tokens > first_pass)
+    few_rows_tile<OutRows, Tokens - first_pass>(w, w_stride, x + first_pass * x_stride, x_stride, in_features,
+                                                y + first_pass * y_stride, y_stride);
+}
+
 template <int Tokens, class W>
 void linear_few_rows_vectors(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
                              tensor_view<float, 2> y) {
-  constexpr int out_rows = few_rows_out_rows<Tokens>();
+  static_assert(Tokens - few_rows_first_pass<Tokens>() <= few_rows_tuning::max_pass_rows, "at most two passes");
+  constexpr int out_rows = few_rows_out_rows<few_rows_first_pass<Tokens>()>();
   const index_t in_features = x.extent(1), out_features = w.extent(0);
   const index_t groups = (out_features + out_rows - 1) / out_rows;
   exec::parallel_for(policy, groups, out_rows * Tokens * in_features, [&](std::ptrdiff_t group) {
     const index_t first = group * out_rows;
     const index_t count = std::min<index_t>(out_rows, out_features - first);
     if (count == out_rows) {
-      few_rows_tile<out_rows, Tokens>(&w(first, 0), w.stride(0), &x(0, 0), x.stride(0), in_features, &y(0, first),
-                                      y.stride(0));
+      few_rows_passes<out_rows, Tokens>(&w(first, 0), w.stride(0), &x(0, 0), x.stride(0), in_features, &y(0, first),
+                                        y.stride(0));
     } else {  // the last, partial group: one row at a time (same sums)
       for (index_t r = first; r < out_features; ++r)
-        few_rows_tile<1, Tokens>(&w(r, 0), w.stride(0), &x(0, 0), x.stride(0), in_features, &y(0, r), y.stride(0));
+        few_rows_passes<1, Tokens>(&w(r, 0), w.stride(0), &x(0, 0), x.stride(0), in_features, &y(0, r), y.stride(0));
     }
   });
+}
+
+// Runs the instantiation for T = x.extent(0): one per row count 1…max_rows.
+template <class W, int... TokensMinusOne>
+void linear_few_rows_for_count(std::integer_sequence<int, TokensMinusOne...>, const exec::cpu& policy,
+                               tensor_view<const float, 2> x, tensor_view<const W, 2> w, tensor_view<float, 2> y) {
+  const index_t rows = x.extent(0);
+  ((rows == TokensMinusOne + 1 ? (linear_few_rows_vectors<TokensMinusOne + 1>(policy, x, w, y), true) : false) || ...);
 }
 #endif  // JETMOE_CPU_VECTORS
 
@@ -127,17 +171,7 @@ void linear_few_rows(const exec::cpu& policy, tensor_view<const float, 2> x, ten
   check(x.extent(0) >= 1 && x.extent(0) <= few_rows_tuning::max_rows, "ops::linear: the few-rows kernel got ",
         x.extent(0), " rows");
 #if defined(JETMOE_CPU_VECTORS)
-  static_assert(few_rows_tuning::max_rows == 8, "one instantiation per row count below");
-  switch (x.extent(0)) {
-    case 1: return linear_few_rows_vectors<1>(policy, x, w, y);
-    case 2: return linear_few_rows_vectors<2>(policy, x, w, y);
-    case 3: return linear_few_rows_vectors<3>(policy, x, w, y);
-    case 4: return linear_few_rows_vectors<4>(policy, x, w, y);
-    case 5: return linear_few_rows_vectors<5>(policy, x, w, y);
-    case 6: return linear_few_rows_vectors<6>(policy, x, w, y);
-    case 7: return linear_few_rows_vectors<7>(policy, x, w, y);
-    default: return linear_few_rows_vectors<8>(policy, x, w, y);  // 8
-  }
+  linear_few_rows_for_count(std::make_integer_sequence<int, few_rows_tuning::max_rows>{}, policy, x, w, y);
 #else
   linear_few_rows_portable(policy, x, w, y);
 #endif

@@ -1,5 +1,5 @@
-// jetmoe/ops/cpu/linear_many_rows.hpp — ops::linear on the CPU for many rows of x (T > 8:
-// prefill, expert tiles), where the multiply-adds are the cost.
+// jetmoe/ops/cpu/linear_many_rows.hpp — ops::linear on the CPU for many rows of x (more than
+// linear_few_rows.hpp takes: prefill, expert tiles), where the multiply-adds are the cost.
 //
 // x is copied once into token panels, (K, P·V) each: V SIMD vectors of P consecutive tokens
 // per k. A task multiplies a few weight rows by one panel with every product in a register:
@@ -185,8 +185,8 @@ void linear_panels(const exec::cpu& policy, tensor_view<const float, 2> x, tenso
 }
 #endif  // JETMOE_CPU_VECTORS
 
-// T > few_rows_tuning::max_rows (8): the panel kernel (one vector of tokens per panel when that holds them
-// all), or Eigen where the compiler lacks vector extensions.
+// T > few_rows_tuning::max_rows (15 with AVX-512, else 8): the panel kernel (one vector of
+// tokens per panel when that holds them all), or Eigen where the compiler lacks vector extensions.
 template <class W>
 void linear_many_rows(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
                       tensor_view<float, 2> y) {
