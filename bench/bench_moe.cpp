@@ -21,6 +21,8 @@
 //   moe_layer        the whole routing::moe_mlp forward (router GEMM included)
 //   moa_map, moa_reduce   the two routed halves of routing::mixture_of_attention
 //   dense_mlp, dense_moa_map, dense_moa_reduce   the dense equivalents (name/shape/T:tokens)
+//   linear_rows      ops::linear on one expert projection (name/projection/T:rows, T ≤ 16)
+//                    against the panel kernel called directly on the same data
 //
 // Caches: every benchmark that reads weights starts its timed call with cold caches (a 64 MiB
 // write outside the timed region), as in a model where the other layers evict them; the routing
@@ -29,7 +31,10 @@
 // Counters: floor_us / floor_frac / compute_bound / GFLOPs / GBps (bench/common.hpp);
 // dense_ratio on whole blocks = block time / time of its dense equivalent, the two alternating
 // in the same iterations (dense_ms is the latter);
-// experts_used = experts that received at least one row.
+// experts_used = experts that received at least one row; on linear_rows, panel_ratio = the
+// panel kernel's time / ops::linear's, alternating in the same iterations (> 1: the few-rows
+// kernel, which ops::linear picks for these rows, is that much faster; 1 where both are the
+// panel kernel).
 //
 // Tokens: T ∈ {1, 16, 256, 2048} by default; JETMOE_BENCH_FULL=1 runs 1 … 16384;
 // JETMOE_BENCH_TOKENS=1,64,512 picks any list. Points whose FLOPs exceed
@@ -585,6 +590,55 @@ void bm_moa(benchmark::State& state, moa_shape s, distribution d, index_t T, moa
   state.counters["experts_used"] = static_cast<double>(p.used);
 }
 
+// ---- ops::linear's kernels on the expert projections --------------------------------------------
+
+// One expert's projection of a shape above: in → out features, bf16 weights.
+struct projection {
+  const char* name;
+  index_t in, out;
+};
+constexpr projection projections[] = {
+    {"fine-grained-in", 2048, 2 * 768},    // W_in of a fine-grained expert (gate and up)
+    {"fine-grained-out", 768, 2048},       // its W_out
+    {"jetmoe-8b-in", 2048, 2 * 5632},      // W_in of a JetMoE-8B MLP expert
+    {"jetmoe-8b-out", 5632, 2048},         // its W_out
+};
+// Row counts around the few-rows / panel boundary (an expert tile of T rows, or a decode batch).
+constexpr index_t linear_row_counts[] = {1, 4, 8, 9, 12, 15, 16};
+
+struct linear_point {
+  tensor<bf16, 2> w;    // (out, in)
+  tensor<float, 2> x;   // (T, in)
+  tensor<float, 2> y;   // (T, out)
+};
+
+void bm_linear_rows(benchmark::State& state, projection pr, index_t T) {
+  linear_point& p = cached_point<linear_point>(point_key(pr.name, T), [&] {
+    auto made = std::make_unique<linear_point>(linear_point{tensor<bf16, 2>(make_dims(pr.out, pr.in)),
+                                                            random_matrix(T, pr.in, 51), tensor<float, 2>(make_dims(T, pr.out))});
+    fill_uniform(made->w, 0.02f, 52);
+    return made;
+  });
+  const tensor_view<const float, 2> x = p.x.view();
+  const tensor_view<const bf16, 2> w = p.w.view();
+  const paired_seconds times = time_with_dense(
+      state,
+      [&] {
+        jetmoe::ops::linear(policy(), x, w, p.y.view());
+        benchmark::DoNotOptimize(p.y.data());
+      },
+      [&] {
+        jetmoe::ops::cpu_detail::linear_many_rows(policy(), x, w, p.y.view());
+        benchmark::DoNotOptimize(p.y.data());
+      });
+  const double flops = 2.0 * static_cast<double>(T) * pr.in * pr.out;
+  set_floor_counters(state, times.block, weight_bytes * pr.in * pr.out + float_bytes * T * (pr.in + pr.out), flops);
+  state.counters["panel_ratio"] = times.dense / times.block;
+  state.counters["panel_GFLOPs"] = flops / times.dense * 1e-9;
+  state.counters["tokens"] = static_cast<double>(T);
+  state.counters["few_rows_max"] = static_cast<double>(jetmoe::ops::cpu_detail::few_rows_tuning::max_rows);
+}
+
 // ---- registration --------------------------------------------------------------------------------
 
 // Cheap points run for a minimum time (Google Benchmark's iteration search doubles as warm-up);
@@ -640,6 +694,16 @@ void register_all() {
                   moa_work(half, s, T, T * s.top_k, std::min(s.experts, T * s.top_k)));
       }
   }
+  for (const projection& pr : projections)
+    for (index_t T : linear_row_counts) {
+      const std::string name = std::string("linear_rows/") + pr.name;
+      auto* b = benchmark::RegisterBenchmark(name.c_str(), bm_linear_rows, pr, T);
+      // A fixed count, not configure's minimum time: the two cache flushes per iteration would
+      // make the search for it take longer than the calls.
+      b->Arg(T)->ArgName("T")->UseManualTime()->MeasureProcessCPUTime()->Repetitions(repetitions());
+      b->Unit(benchmark::kMicrosecond)->Iterations(20);
+      add_spread_statistics(b);
+    }
 }
 
 }  // namespace

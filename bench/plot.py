@@ -272,6 +272,26 @@ def stage_table(records):
     return "\n".join(out) + "\n"
 
 
+def linear_rows_table(records):
+    rows = [r for r in records if r["kind"] == "linear_rows" and "error" not in r]
+    if not rows:
+        return ""
+    counts = sorted({r["params"]["T"] for r in rows})
+    few_max = counter(rows[0], "few_rows_max")
+    out = [f"**ops::linear on one expert projection** (bf16 weights from cold caches): GFLOP/s of `ops::linear`, "
+           f"which takes the few-rows kernel up to {few_max:.0f} rows in this build, and in brackets its speed "
+           "relative to the panel kernel called directly on the same data in the same iterations "
+           "(×1.00 where both are the panel kernel)", ""]
+    out += ["| projection | " + " | ".join(f"T = {t}" for t in counts) + " |", "|---|" + "---:|" * len(counts)]
+    for name in dict.fromkeys(r["labels"][0] for r in rows):
+        cells = []
+        for t in counts:
+            r = find(rows, "linear_rows", [name], T=t)
+            cells.append("–" if r is None else f"{counter(r, 'GFLOPs'):.0f} (×{counter(r, 'panel_ratio'):.2f})")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def e2e_table(records, context):
     rows = [r for r in records if r["kind"] == "generate"]
     if not rows:
@@ -510,6 +530,7 @@ def main():
         "### MoE MLP layer\n\n" + layer_tables(moe),
         "### Mixture of attention (MoA)\n\n" + moa_table(moe),
         "### Dispatch stages\n\n" + stage_table(moe),
+        "### ops::linear near the few-rows boundary\n\n" + linear_rows_table(moe),
         "### End to end\n\n" + e2e_table(e2e, e2e_context),
         "### Plots\n\n" + image_links,
     ] if part.strip())
