@@ -68,7 +68,7 @@ mem_kib = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith
 json.dump({
     "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "cpu_model": model, "cpus": os.cpu_count(), "memory_gib": round(mem_kib / 2**20, 1),
-    "kernel": platform.release(), "git_commit": sh("git", "rev-parse", "--short", "HEAD"),
+    "kernel": platform.release(), "git_commit": sh("git", "describe", "--always", "--dirty"),  # -dirty: uncommitted changes were measured
     "compiler": sh("c++", "--version").splitlines()[0] if sh("c++", "--version") else "",
     "mode": "full" if sys.argv[2] == "1" else "quick", "with_8b": sys.argv[3] == "1",
     "threads": os.environ.get("JETMOE_BENCH_THREADS", "default (one per hardware thread)"),
