@@ -148,8 +148,9 @@ TEMPLATE_TEST_CASE("linear: a row's result does not depend on the other rows in 
 
 TEMPLATE_TEST_CASE("linear's fallbacks for compilers without vector extensions match the reference",
                    "[ops][linear]", float, bf16, half) {
-  // The portable few-rows loop (T ≤ 8, as many as it takes without vector extensions) and the
-  // Eigen tiles (T > 8), called directly: with GCC or Clang, ops::linear never reaches them.
+  // The portable few-rows loop (T ≤ 8; ops::linear runs it in builds without AVX-512) and the
+  // Eigen tiles (T > 8; only without vector extensions), called directly, so that an AVX-512
+  // build tests them too.
   std::mt19937 rng(13);
   for (const index_t rows : {1, 2, 7, 8, 9, 40})
     for (const auto& [in, out] : {std::pair<index_t, index_t>{64, 300}, {513, 37}, {1030, 19}}) {

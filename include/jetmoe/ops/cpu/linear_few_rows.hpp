@@ -10,6 +10,9 @@
 // six rows at 37 GB/s. y[t, o] is dot.hpp's order (16 lanes, fold, tail), whatever T, the
 // thread count or the task a row falls in.
 //
+// These register tiles are used with AVX-512 only (few_rows_register_tiles); other builds run
+// the portable loop below for T ≤ 8.
+//
 // Above 8 tokens the accumulators no longer fit, so 9…15 tokens run as two passes over the
 // same weight rows, the second reading them from L1/L2: first min(8, T − 4) tokens, then the
 // rest (4…7). The panel kernel (linear_many_rows.hpp) would give them one 16-token vector, so
@@ -33,21 +36,26 @@
 
 namespace jetmoe::ops::cpu_detail {
 
+#if defined(JETMOE_CPU_VECTORS)
+// The register tiles below need a dot_vector (16 floats) to be one register, i.e. AVX-512.
+// With narrower vectors GCC keeps the 64-byte accumulators in memory: on the same Zen 5 host,
+// AVX2 and SSE2 builds of the tiles ran 1.2–5.5× slower than the portable loop (T = 1: 6.8
+// against 37 GFLOP/s with AVX2), so those builds keep the portable loop.
+inline constexpr bool few_rows_register_tiles = simd_traits::lanes >= dot_lanes;
+#else
+inline constexpr bool few_rows_register_tiles = false;
+#endif
+
 struct few_rows_tuning {
   static constexpr int max_pass_rows = 8;   // tokens of one pass over the weights (registers)
-#if defined(JETMOE_CPU_VECTORS)
-  // T at or below this takes this path. Two passes (9…15) are measured with AVX-512 only; with
-  // narrower vectors the panel kernel wastes fewer lanes on 9 rows and 16 registers hold only
-  // 8 accumulators, so there the path stops at one pass.
-  static constexpr index_t max_rows = simd_traits::lanes >= 16 ? 15 : max_pass_rows;
-#else
-  static constexpr index_t max_rows = max_pass_rows;
-#endif
+  // T at or below this takes this path: with the register tiles 9…15 too, in two passes; the
+  // portable loop stops at 8 (it keeps one accumulator per row of x).
+  static constexpr index_t max_rows = few_rows_register_tiles ? 15 : max_pass_rows;
   static constexpr index_t chunk = 512;     // portable path: weight elements widened at a time (2 KiB)
 };
 
-// Portable version (any compiler): per output feature, widen a chunk of its weight row into a
-// stack buffer and dot it with every x row while it is in L1.
+// Portable version (any compiler, and builds without AVX-512): per output feature, widen a chunk
+// of its weight row into a stack buffer and dot it with every x row while it is in L1.
 template <class W>
 void linear_few_rows_portable(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
                               tensor_view<float, 2> y) {
@@ -171,10 +179,12 @@ void linear_few_rows(const exec::cpu& policy, tensor_view<const float, 2> x, ten
   check(x.extent(0) >= 1 && x.extent(0) <= few_rows_tuning::max_rows, "ops::linear: the few-rows kernel got ",
         x.extent(0), " rows");
 #if defined(JETMOE_CPU_VECTORS)
-  linear_few_rows_for_count(std::make_integer_sequence<int, few_rows_tuning::max_rows>{}, policy, x, w, y);
-#else
-  linear_few_rows_portable(policy, x, w, y);
+  if constexpr (few_rows_register_tiles) {
+    linear_few_rows_for_count(std::make_integer_sequence<int, few_rows_tuning::max_rows>{}, policy, x, w, y);
+    return;
+  }
 #endif
+  linear_few_rows_portable(policy, x, w, y);
 }
 
 }  // namespace jetmoe::ops::cpu_detail
