@@ -150,8 +150,7 @@ void bm_generate(benchmark::State& state, model_slot& (*get)(), index_t batch, i
   state.counters["new_tokens"] = static_cast<double>(new_tokens);
   state.counters["parameters"] = cost.total_params();
   state.counters["build_s"] = slot.build_seconds;
-  state.counters["floor_copy_GBps"] = floors().copy_bytes_per_second * 1e-9;  // the floors this point was held to
-  state.counters["floor_gemm_GFLOPs"] = floors().gemm_flops_per_second * 1e-9;
+  write_floors_held_to(state, floors().copy_bytes_per_second, floors().gemm_flops_per_second);
 }
 
 void register_model(const char* name, model_slot& (*get)(), index_t prompt, index_t new_tokens, bool slow) {

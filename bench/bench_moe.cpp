@@ -606,6 +606,11 @@ constexpr projection projections[] = {
 // Row counts around the few-rows / panel boundary (an expert tile of T rows, or a decode batch).
 constexpr index_t linear_row_counts[] = {1, 4, 8, 9, 12, 15, 16};
 
+// Compulsory bytes (bf16 weights, fp32 x and y) and FLOPs of one linear_rows call.
+work linear_rows_work(const projection& pr, index_t T) {
+  return {weight_bytes * pr.in * pr.out + float_bytes * T * (pr.in + pr.out), 2.0 * static_cast<double>(T) * pr.in * pr.out};
+}
+
 struct linear_point {
   tensor<bf16, 2> w;    // (out, in)
   tensor<float, 2> x;   // (T, in)
@@ -631,10 +636,10 @@ void bm_linear_rows(benchmark::State& state, projection pr, index_t T) {
         jetmoe::ops::cpu_detail::linear_many_rows(policy(), x, w, p.y.view());
         benchmark::DoNotOptimize(p.y.data());
       });
-  const double flops = 2.0 * static_cast<double>(T) * pr.in * pr.out;
-  set_floor_counters(state, times.block, weight_bytes * pr.in * pr.out + float_bytes * T * (pr.in + pr.out), flops);
+  const work needed = linear_rows_work(pr, T);
+  set_floor_counters(state, times.block, needed.bytes, needed.flops);
   state.counters["panel_ratio"] = times.dense / times.block;
-  state.counters["panel_GFLOPs"] = flops / times.dense * 1e-9;
+  state.counters["panel_GFLOPs"] = needed.flops / times.dense * 1e-9;
   state.counters["tokens"] = static_cast<double>(T);
   state.counters["few_rows_max"] = static_cast<double>(jetmoe::ops::cpu_detail::few_rows_tuning::max_rows);
 }
@@ -642,12 +647,15 @@ void bm_linear_rows(benchmark::State& state, projection pr, index_t T) {
 // ---- registration --------------------------------------------------------------------------------
 
 // Cheap points run for a minimum time (Google Benchmark's iteration search doubles as warm-up);
-// points whose floor alone is over 20 ms run one iteration per repetition.
-void configure(benchmark::internal::Benchmark* b, index_t T, const work& estimate) {
+// points whose floor alone is over 20 ms run one iteration per repetition; fixed_iterations > 0
+// sets the count instead.
+void configure(benchmark::internal::Benchmark* b, index_t T, const work& estimate, int fixed_iterations = 0) {
   const double floor = floor_seconds(estimate.bytes, estimate.flops);
   b->Arg(T)->ArgName("T")->UseManualTime()->MeasureProcessCPUTime()->Repetitions(repetitions());
   b->Unit(floor > 1e-3 ? benchmark::kMillisecond : benchmark::kMicrosecond);
-  if (floor > 0.02)
+  if (fixed_iterations > 0)
+    b->Iterations(fixed_iterations);
+  else if (floor > 0.02)
     b->Iterations(1);
   else
     b->MinTime(0.1);
@@ -697,12 +705,9 @@ void register_all() {
   for (const projection& pr : projections)
     for (index_t T : linear_row_counts) {
       const std::string name = std::string("linear_rows/") + pr.name;
-      auto* b = benchmark::RegisterBenchmark(name.c_str(), bm_linear_rows, pr, T);
-      // A fixed count, not configure's minimum time: the two cache flushes per iteration would
-      // make the search for it take longer than the calls.
-      b->Arg(T)->ArgName("T")->UseManualTime()->MeasureProcessCPUTime()->Repetitions(repetitions());
-      b->Unit(benchmark::kMicrosecond)->Iterations(20);
-      add_spread_statistics(b);
+      // A fixed count, not a minimum time: the two cache flushes per iteration would make the
+      // search for it take longer than the calls.
+      configure(benchmark::RegisterBenchmark(name.c_str(), bm_linear_rows, pr, T), T, linear_rows_work(pr, T), 20);
     }
 }
 

@@ -9,13 +9,18 @@
 
 #include <algorithm>
 
+// The floors a point was held to (bench/plot.py's machine table reads these two).
+inline void write_floors_held_to(benchmark::State& state, double copy_bytes_per_second, double gemm_flops_per_second) {
+  state.counters["floor_copy_GBps"] = copy_bytes_per_second * 1e-9;
+  state.counters["floor_gemm_GFLOPs"] = gemm_flops_per_second * 1e-9;
+}
+
 inline void write_floor_counters(benchmark::State& state, double copy_bytes_per_second, double gemm_flops_per_second,
                                  double seconds_per_iteration, double bytes, double flops) {
   const double memory_floor = bytes / copy_bytes_per_second, compute_floor = flops / gemm_flops_per_second;
   const double floor = std::max(memory_floor, compute_floor);
   const double seconds = seconds_per_iteration;
-  state.counters["floor_copy_GBps"] = copy_bytes_per_second * 1e-9;  // the floors this point was held to
-  state.counters["floor_gemm_GFLOPs"] = gemm_flops_per_second * 1e-9;
+  write_floors_held_to(state, copy_bytes_per_second, gemm_flops_per_second);
   state.counters["bytes"] = bytes;
   state.counters["flops"] = flops;
   state.counters["floor_us"] = 1e6 * floor;
