@@ -37,12 +37,13 @@ void check_against_reference(tensor_view<const float, 2> x, tensor_view<const W,
 
 template <class W>
 void run_shapes() {
-  // T covers the few-rows path (every T ≤ 15 has its own kernel with AVX-512, T ≤ 8 with narrower vectors; 9…15 in
-  // two passes) and the token-panel path: one panel vector (16 with AVX-512; 9…16 with AVX2), two, partial last
-  // panels (17, 33) and several panels (64). Widths: in = 256 and
-  // 257 put a k-chunk edge at the end and one past it, in = 513 a short last portable-GEMV
-  // chunk and a 1-element tail past the 16 lanes, in = 7 only a tail; out = 29, 30, 37, 300
-  // leave partial groups of output features for every vector width and row count.
+  // T covers the few-rows path (with AVX-512 the register tiles, one instantiation per T ≤ 15,
+  // 9…15 in two passes; else the portable loop, T ≤ 8) and the token-panel path: one panel
+  // vector (16 with AVX-512), two (9…16 with AVX2), partial last panels (17, 33) and several
+  // panels (64). Widths: in = 256 and 257 put a k-chunk edge at the end and one past it,
+  // in = 513 a short last portable-loop chunk and a 1-element tail past the 16 lanes, in = 7
+  // only a tail; out = 29, 30, 37, 300 leave partial groups of output features for every
+  // vector width and row count.
   const index_t row_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 33, 64};
   const std::pair<index_t, index_t> widths[] = {{1, 1},    {7, 5},    {64, 300}, {513, 37},
                                                 {1030, 19}, {256, 29}, {257, 30}};
@@ -146,8 +147,8 @@ TEMPLATE_TEST_CASE("linear: a row's result does not depend on the other rows in 
 #endif
 }
 
-TEMPLATE_TEST_CASE("linear's fallbacks for compilers without vector extensions match the reference",
-                   "[ops][linear]", float, bf16, half) {
+TEMPLATE_TEST_CASE("linear's portable few-rows loop and Eigen tiles match the reference", "[ops][linear]", float,
+                   bf16, half) {
   // The portable few-rows loop (T ≤ 8; ops::linear runs it in builds without AVX-512) and the
   // Eigen tiles (T > 8; only without vector extensions), called directly, so that an AVX-512
   // build tests them too.

@@ -36,7 +36,9 @@ struct simd_traits {
 typedef float panel_vector __attribute__((vector_size(simd_traits::lanes * sizeof(float))));
 
 // 16 floats: dot.hpp's 16 lanes, one AVX-512 register or several narrower ones. A kernel that
-// accumulates in dot_vectors and folds them with fold() sums in dot()'s order.
+// accumulates in dot_vectors and folds them with fold() sums in dot()'s order. Accumulate in
+// them only where one is a register: with AVX2 or SSE GCC keeps such accumulators in memory
+// (see few_rows_register_tiles in linear_few_rows.hpp).
 typedef float dot_vector __attribute__((vector_size(dot_lanes * sizeof(float))));
 typedef std::uint16_t dot_bits16 __attribute__((vector_size(dot_lanes * sizeof(std::uint16_t))));
 typedef std::uint32_t dot_bits32 __attribute__((vector_size(dot_lanes * sizeof(std::uint32_t))));
