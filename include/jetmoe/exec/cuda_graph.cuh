@@ -28,6 +28,9 @@
 #include "jetmoe/exec/cuda.cuh"
 #include "jetmoe/exec/graph.hpp"
 
+// cudaGraphInstantiate(&exec, graph, flags) is the CUDA 12 signature; CUDA 11 took five arguments.
+static_assert(CUDART_VERSION >= 12000, "jetmoe's CUDA backend needs CUDA 12 or later");
+
 namespace jetmoe::exec {
 
 template <>
