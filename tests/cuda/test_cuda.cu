@@ -756,6 +756,17 @@ TEST_CASE("every router runs on CUDA and chooses as on the CPU", "[cuda][routing
     const auto smooth = random_tensor<float, 2>(rng, make_dims(tokens, 16), 2.0f);
     compare_router(routing::expert_choice{1.0}, routing::expert_choice{1.0}, smooth, 2, "expert_choice");
 
+    {  // a device plan reserves rows for E·C, not T·E: expert choice's capacity is its C
+      const routing::expert_choice chooser{1.0};
+      const auto dsmooth = up(smooth);
+      routing::routing_plan<gpu_policy> plan;
+      routing::plan_routing(gpu(), chooser, dsmooth.view(), 2, plan);
+      const index_t per_expert = chooser.tokens_per_expert(tokens, 2, 16);
+      CHECK(plan.max_sorted_rows() == 16 * per_expert);
+      CHECK(plan.num_sorted_rows() == 16 * per_expert);
+      CHECK(plan.num_dropped() == 0);
+    }
+
     const auto bias = random_tensor<float, 1>(rng, make_dims(16), 0.1f);
     const auto dbias = up(bias);
     routing::sigmoid_top_k cpu_sigmoid{bias.view(), 4, 2, true, 2.5f};

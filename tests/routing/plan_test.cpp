@@ -93,6 +93,12 @@ TEST_CASE("plan invariants hold for every router on random logits", "[routing][p
     routing::plan_routing(policy, routing::expert_choice{0.75}, logits.view(), 2, plan);
     check_invariants(plan);
     REQUIRE(plan.slots_per_token() == 6);
+    {  // its capacity is exactly what each expert takes: a row bound that drops nothing
+      const index_t per_expert = routing::expert_choice{0.75}.tokens_per_expert(tokens, 2, 6);
+      CHECK(plan.capacity().per_expert == per_expert);
+      CHECK(plan.num_dropped() == 0);
+      for (index_t e = 0; e < 6; ++e) CHECK(plan.counts()(e) == per_expert);
+    }
     routing::plan_routing(policy, routing::noisy_top_k{}, logits.view(), 2, plan);
     check_invariants(plan);
   }

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "jetmoe/routing/capacity.hpp"
 #include "jetmoe/routing/router.hpp"
 #include "jetmoe/routing/row_rules.hpp"
 
@@ -34,6 +35,14 @@ struct expert_choice {
   index_t tokens_per_expert(index_t tokens, index_t k, index_t experts) const {
     const double exact = capacity_factor * static_cast<double>(tokens * k) / static_cast<double>(experts);
     return std::max<index_t>(capacity_limit::ceil_at_most(exact, tokens), 0);
+  }
+
+  // The plan's capacity: each expert is given exactly tokens_per_expert() slots, so the limit
+  // drops nothing. It is there for the row bound: a device plan sizes its rows by
+  // min(T·S, E·capacity) before it knows N, and with S = E an unlimited plan would reserve
+  // T·E rows for E·C used ones (16× at E = 128, k = 8).
+  capacity_limit capacity(index_t tokens, index_t k, index_t experts) const {
+    return {tokens_per_expert(tokens, k, experts), drop_policy::by_position};
   }
 
   // First pass: the per-token probabilities, written straight into the (T, E) gates.
