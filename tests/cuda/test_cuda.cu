@@ -1091,6 +1091,56 @@ std::vector<double> grouped_magnitudes(const tensor<float, 2>& x, const routing:
 }
 }  // namespace
 
+TEST_CASE("grouped linears on CUDA at T <= 8 take the GEMV for any E and k, and any segment length",
+          "[cuda][routing]") {
+  SKIP_WITHOUT_GPU();
+  // The host sends T <= 8 to the GEMV whatever R is (rows per expert <= T when a token names an
+  // expert once). Here R is 16–21, and the repeated-expert cases put 10–21 rows in one segment:
+  // the GEMV must take extra 8-row passes and still match the CPU.
+  const gpu_policy g = gpu_with_tensor_cores(true);  // the GEMV keeps x in fp32 even so
+  std::mt19937 rng(31);
+  const index_t experts = 16, hidden = 72, inner = 24;
+  const auto w_in = random_tensor<bf16, 3>(rng, make_dims(experts, 2 * inner, hidden), 0.3f);
+  const auto w_out = random_tensor<bf16, 3>(rng, make_dims(experts, hidden, inner), 0.3f);
+  const auto dw_in = up(w_in);
+  const auto dw_out = up(w_out);
+  struct shape { index_t tokens, slots; int repeated; const char* what; };
+  for (const shape sh : {shape{4, 4, -1, "distinct experts, T=4 k=4"}, shape{8, 2, 5, "16 rows, all to expert 5"},
+                         shape{7, 3, 0, "21 rows, all to expert 0"}, shape{5, 2, 9, "10 rows, expert 9, 8+2 rows"}}) {
+    INFO(sh.what);
+    tensor<std::int32_t, 2> ids(make_dims(sh.tokens, sh.slots));
+    tensor<float, 2> gates(make_dims(sh.tokens, sh.slots));
+    for (index_t t = 0; t < sh.tokens; ++t)
+      for (index_t j = 0; j < sh.slots; ++j) {
+        ids(t, j) = sh.repeated >= 0 ? sh.repeated : static_cast<std::int32_t>((3 * t + 5 * j) % experts);
+        gates(t, j) = 0.25f;
+      }
+    plan_pair p;
+    build_both(p, ids, gates, experts, {});
+    const index_t rows = p.cpu_plan.num_sorted_rows(), gpu_rows = p.gpu_plan.max_sorted_rows();
+    REQUIRE(rows == sh.tokens * sh.slots);
+    const auto x = random_tensor<float, 2>(rng, make_dims(sh.tokens, hidden));
+    const auto dx = up(x);
+    const auto cpu_in = routing::expert_input::indexed(x.view(), p.cpu_plan.sorted_token());
+    const auto gpu_in = routing::expert_input::indexed(dx.view(), p.gpu_plan.sorted_token());
+    routing::expert_scratch<exec::cpu> cpu_scratch;
+    routing::expert_scratch<gpu_policy> gpu_scratch;
+
+    tensor<float, 2> h(make_dims(rows, 2 * inner));
+    routing::grouped_linear(cpu, p.cpu_plan, cpu_in, w_in.view(), h.view(), cpu_scratch);
+    tensor<float, 2, gpu_policy> dh(g, make_dims(gpu_rows, 2 * inner));
+    routing::grouped_linear(g, p.gpu_plan, gpu_in, dw_in.view(), dh.view(), gpu_scratch);
+    // fp32 x and fp32 accumulation on both sides: only the summation order differs.
+    check_close(down_rows(dh, rows), h, 1e-5, 1e-5, nullptr, "grouped_linear");
+
+    tensor<float, 2> z(make_dims(rows, hidden));
+    routing::grouped_glu_mlp(cpu, p.cpu_plan, cpu_in, w_in.view(), w_out.view(), z.view(), cpu_scratch);
+    tensor<float, 2, gpu_policy> dz(g, make_dims(gpu_rows, hidden));
+    routing::grouped_glu_mlp(g, p.gpu_plan, gpu_in, dw_in.view(), dw_out.view(), dz.view(), gpu_scratch);
+    check_close(down_rows(dz, rows), z, 1e-5, 1e-5, nullptr, "grouped_glu_mlp");
+  }
+}
+
 TEMPLATE_TEST_CASE("grouped linears on tensor cores (WMMA) match the CPU backend within the rounding of x",
                    "[cuda][routing]", bf16, jhalf) {
   SKIP_WITHOUT_GPU();

@@ -7,7 +7,7 @@
 // silu(gate) ⊙ up, I wide, without materialising h.
 //
 // Kernels:
-//  * gemv_segments — at most gemv_max_rows rows per segment (decoding). Weight-read bound: one
+//  * gemv_segments — up to gemv_max_rows rows per segment (decoding). Weight-read bound: one
 //    warp per output feature streams the weight row once, coalesced, and dots it with every row
 //    of its segment; activations stay fp32.
 //  * tiled_gemm — any row count. 64×64 output tiles, fp32 CUDA-core FMAs, weights widened to
@@ -135,78 +135,82 @@ inline index_t row_tiles_upper_bound(index_t window_rows, int segments, int tile
 inline constexpr int gemv_max_rows = 8;
 inline constexpr int gemv_warps = 8;  // per block
 
-// grid: (ceil(out / gemv_warps), segments). Requires every segment's window to hold ≤ gemv_max_rows.
+// grid: (ceil(out / gemv_warps), segments). Built for segments of ≤ gemv_max_rows rows, but
+// correct for any: a longer segment takes further passes of gemv_max_rows rows, each re-reading
+// the warp's weight row (from L2 when the layer's weights fit there).
 template <class W, bool Glu>
 __global__ void __launch_bounds__(gemv_warps * 32) gemv_segments(const gemm_args<W> a) {
   const int lane = threadIdx.x & 31;
   const index_t feature = static_cast<index_t>(blockIdx.x) * gemv_warps + (threadIdx.x >> 5);
   const int s = static_cast<int>(blockIdx.y);
-  index_t begin, end;
-  segment_rows(a, s, begin, end);
-  // The host launches this only when no segment window holds more than gemv_max_rows rows.
-  const int n = static_cast<int>(end - begin);
-  if (n <= 0 || feature >= a.out) return;  // warp-uniform
+  index_t segment_begin, segment_end;
+  segment_rows(a, s, segment_begin, segment_end);
+  if (segment_end <= segment_begin || feature >= a.out) return;  // warp-uniform
 
   const W* w_row = a.w + s * a.w_expert_stride + feature * a.w_row_stride;  // (K) gate or plain row
   const W* w_up = Glu ? w_row + a.out * a.w_row_stride : nullptr;             // (K) up row
-  const float* x_rows[gemv_max_rows];
-  float acc[gemv_max_rows], acc_up[gemv_max_rows];
+  for (index_t begin = segment_begin; begin < segment_end; begin += gemv_max_rows) {
+    // n is the same for the whole warp, so every lane takes part in the shuffles below.
+    const int n = static_cast<int>(segment_end - begin < gemv_max_rows ? segment_end - begin : gemv_max_rows);
+    const float* x_rows[gemv_max_rows];
+    float acc[gemv_max_rows], acc_up[gemv_max_rows];
 #pragma unroll
-  for (int r = 0; r < gemv_max_rows; ++r) {
-    x_rows[r] = r < n ? input_row(a, begin + r) : nullptr;  // null past n, or for a bad index
-    acc[r] = 0.0f;
-    acc_up[r] = 0.0f;
-  }
-  if (a.vectorized) {
-    // Each lane loads 16 bytes of the weight row per step: a warp streams 512 contiguous bytes.
-    constexpr int vec = vector_width<W>;
-    for (index_t c = static_cast<index_t>(lane) * vec; c < a.k; c += 32 * vec) {
-      float wv[vec], wu[vec];
-      load_widened(w_row + c, wv);
-      if (Glu) load_widened(w_up + c, wu);
+    for (int r = 0; r < gemv_max_rows; ++r) {
+      x_rows[r] = r < n ? input_row(a, begin + r) : nullptr;  // null past n, or for a bad index
+      acc[r] = 0.0f;
+      acc_up[r] = 0.0f;
+    }
+    if (a.vectorized) {
+      // Each lane loads 16 bytes of the weight row per step: a warp streams 512 contiguous bytes.
+      constexpr int vec = vector_width<W>;
+      for (index_t c = static_cast<index_t>(lane) * vec; c < a.k; c += 32 * vec) {
+        float wv[vec], wu[vec];
+        load_widened(w_row + c, wv);
+        if (Glu) load_widened(w_up + c, wu);
 #pragma unroll
-      for (int r = 0; r < gemv_max_rows; ++r) {
-        if (r < n && x_rows[r] != nullptr) {
+        for (int r = 0; r < gemv_max_rows; ++r) {
+          if (r < n && x_rows[r] != nullptr) {
 #pragma unroll
-          for (int part = 0; part < vec; part += 4) {
-            float xv[4];
-            load_widened(x_rows[r] + c + part, xv);
+            for (int part = 0; part < vec; part += 4) {
+              float xv[4];
+              load_widened(x_rows[r] + c + part, xv);
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-              acc[r] = fmaf(wv[part + i], xv[i], acc[r]);
-              if (Glu) acc_up[r] = fmaf(wu[part + i], xv[i], acc_up[r]);
+              for (int i = 0; i < 4; ++i) {
+                acc[r] = fmaf(wv[part + i], xv[i], acc[r]);
+                if (Glu) acc_up[r] = fmaf(wu[part + i], xv[i], acc_up[r]);
+              }
             }
           }
         }
       }
-    }
-  } else {
-    // Lanes take consecutive elements: each pass reads 32 consecutive weights (coalesced).
-    for (index_t c = lane; c < a.k; c += 32) {
-      const float wv = widen(w_row[c]);
-      const float wu = Glu ? widen(w_up[c]) : 0.0f;
+    } else {
+      // Lanes take consecutive elements: each pass reads 32 consecutive weights (coalesced).
+      for (index_t c = lane; c < a.k; c += 32) {
+        const float wv = widen(w_row[c]);
+        const float wu = Glu ? widen(w_up[c]) : 0.0f;
 #pragma unroll
-      for (int r = 0; r < gemv_max_rows; ++r) {
-        if (r < n) {
-          const float xv = x_rows[r] != nullptr ? x_rows[r][c] : 0.0f;
-          acc[r] = fmaf(wv, xv, acc[r]);
-          if (Glu) acc_up[r] = fmaf(wu, xv, acc_up[r]);
+        for (int r = 0; r < gemv_max_rows; ++r) {
+          if (r < n) {
+            const float xv = x_rows[r] != nullptr ? x_rows[r][c] : 0.0f;
+            acc[r] = fmaf(wv, xv, acc[r]);
+            if (Glu) acc_up[r] = fmaf(wu, xv, acc_up[r]);
+          }
         }
       }
     }
-  }
 #pragma unroll
-  for (int r = 0; r < gemv_max_rows; ++r) {
-    if (r >= n) break;  // n is warp-uniform, so every lane takes part in the shuffles below
-    const float total = warp_sum(acc[r]);
-    const float total_up = Glu ? warp_sum(acc_up[r]) : 0.0f;
-    if (lane == 0) {
-      float* out = a.y + (begin + r - a.y_row_offset) * a.ldy;
-      if (Glu) {
-        const float gate = total;
-        out[feature] = gate / (1.0f + expf(-gate)) * total_up;
-      } else {
-        out[feature] = total;
+    for (int r = 0; r < gemv_max_rows; ++r) {
+      if (r >= n) break;
+      const float total = warp_sum(acc[r]);
+      const float total_up = Glu ? warp_sum(acc_up[r]) : 0.0f;
+      if (lane == 0) {
+        float* out = a.y + (begin + r - a.y_row_offset) * a.ldy;
+        if (Glu) {
+          const float gate = total;
+          out[feature] = gate / (1.0f + expf(-gate)) * total_up;
+        } else {
+          out[feature] = total;
+        }
       }
     }
   }

@@ -43,8 +43,9 @@ bool vectorizable(const kernels::gemm_args<W>& a) {
 }
 
 // Launches the row GEMM for `a` (its row window set): the GEMV form when
-// `rows_per_segment_at_most` allows it, else tensor cores (bf16/half weights with
-// policy.tensor_cores) or the fp32 CUDA-core tiles. GLU: a.out = I and the weights hold 2I rows.
+// `rows_per_segment_at_most` ≤ gemv_max_rows, else tensor cores (bf16/half weights with
+// policy.tensor_cores) or the fp32 CUDA-core tiles. The bound only picks the kernel: every one
+// computes any segment size correctly. GLU: a.out = I and the weights hold 2I rows.
 template <class W>
 void launch_row_gemm(const exec::cuda& policy, const kernels::gemm_args<W>& a, bool glu,
                      index_t rows_per_segment_at_most) {

@@ -3,7 +3,11 @@
 // One launch covers every expert: the kernels find their (expert, row tile) from the plan's
 // offsets on the device, read input rows through the plan's index (the gather is fused into
 // the operand loads; no (N, in) copy is made) and, for GLU, write silu(gate) ⊙ up straight
-// from the accumulators. N ≤ 8 (decoding) takes the weight-streaming GEMV kernel.
+// from the accumulators. Decoding (at most 8 rows per expert) takes the weight-streaming GEMV
+// kernel. Without reading the counts, the host bounds an expert's rows by min(R, T): the
+// built-in routers name an expert at most once per token, so at T ≤ 8 every E and k qualify
+// (fine-grained E = 128, k = 8 decodes 16 sorted rows at batch 2). A router that repeats an
+// expert within a token is still served correctly, by the GEMV's extra passes.
 //
 // grouped_glu_mlp runs the sorted rows in windows of `mlp_window_rows`, so its (window, I)
 // intermediate — the only scratch — stays bounded whatever T is (about 92 MB at I = 5632).
@@ -35,7 +39,7 @@ struct grouped_linear_impl<exec::cuda> {
     a.y = ys.data();
     a.ldy = std::max(ys.stride(0), ys.extent(1));
     check(ys.extent(1) <= 1 || ys.stride(1) == 1, "routing::grouped_linear: rows of the output must be contiguous");
-    ops::cuda_detail::launch_row_gemm(policy, a, false, plan.max_sorted_rows());
+    ops::cuda_detail::launch_row_gemm(policy, a, false, rows_per_expert_at_most(plan, plan.max_sorted_rows()));
   }
 
   template <class W>
@@ -45,7 +49,7 @@ struct grouped_linear_impl<exec::cuda> {
     a.y = u.data();
     a.ldy = std::max(u.stride(0), u.extent(1));
     check(u.extent(1) <= 1 || u.stride(1) == 1, "routing::grouped_glu: rows of the output must be contiguous");
-    ops::cuda_detail::launch_row_gemm(policy, a, true, plan.max_sorted_rows());
+    ops::cuda_detail::launch_row_gemm(policy, a, true, rows_per_expert_at_most(plan, plan.max_sorted_rows()));
   }
 
   template <class W>
@@ -84,12 +88,19 @@ struct grouped_linear_impl<exec::cuda> {
       up.row_end = down.row_end = last;
       up.y_row_offset = first;    // activated row = sorted row − first
       down.x_row_offset = first;  // ... and read back the same way
-      ops::cuda_detail::launch_row_gemm(policy, up, true, last - first);
-      ops::cuda_detail::launch_row_gemm(policy, down, false, last - first);
+      const index_t per_expert = rows_per_expert_at_most(plan, last - first);
+      ops::cuda_detail::launch_row_gemm(policy, up, true, per_expert);
+      ops::cuda_detail::launch_row_gemm(policy, down, false, per_expert);
     }
   }
 
  private:
+  // The most sorted rows one expert gets within `window` rows, as the host can bound it: one per
+  // token (see the top of this file), so min(window, T). It picks the kernel, nothing more.
+  static index_t rows_per_expert_at_most(const plan_type& plan, index_t window) {
+    return std::min(window, plan.num_tokens());
+  }
+
   // Arguments shared by every grouped call: input rows (sorted or through the index), the
   // plan's offsets as segments, the weights. The output is the caller's to fill in.
   template <class W>
