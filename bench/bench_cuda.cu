@@ -905,9 +905,14 @@ int main(int argc, char** argv) {
     const std::string arg = argv[i];
     if (arg.rfind("--benchmark_list_tests", 0) == 0) listing = arg.find("=false") == std::string::npos && arg.find("=0") == std::string::npos;
   }
-  const bool device = jetmoe::exec::cuda::device_available();
+  const jetmoe::exec::cuda::device_report devices = jetmoe::exec::cuda::probe_devices();
+  const bool device = devices.presence == jetmoe::exec::cuda::device_presence::usable;
+  if (devices.presence == jetmoe::exec::cuda::device_presence::broken && !listing) {
+    std::cerr << "bench_cuda: " << devices.reason << "\n";
+    return 1;
+  }
   if (!device && !listing) {
-    std::cout << "bench_cuda: no CUDA device visible (no driver or no GPU): nothing to measure. "
+    std::cout << "bench_cuda: " << devices.reason << ": nothing to measure. "
                  "Run it on a machine with an NVIDIA GPU (see docs/benchmarks.md).\n";
     return 0;
   }

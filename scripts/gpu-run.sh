@@ -64,6 +64,12 @@ started=$SECONDS
 
 say() { echo "$*" | tee -a "$log"; }
 
+# Where nvidia-smi lists a GPU, a CUDA test that would skip fails instead: a GPU the runtime
+# cannot use must not pass as a green run of skipped tests (tests/cuda/cuda_test_support.cuh).
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+  export JETMOE_REQUIRE_GPU=1
+fi
+
 # The bundle's libraries first; then wherever this machine keeps CUDA 13's runtime and cuBLAS
 # (the toolkit, or the nvidia-* Python wheels next to torch: nvidia/cublas/lib, or nvidia/cu13/lib
 # in the CUDA 13 wheels' layout).

@@ -26,8 +26,9 @@ inline std::string unsupported_device(std::string_view device) {
   if (device == "cpu") return {};
   if (device != "cuda") return "unknown device '" + std::string(device) + "' (choose cpu or cuda)";
 #if defined(JETMOE_TOOLS_WITH_CUDA)
-  if (exec::cuda::device_available()) return {};
-  return "--device cuda: no CUDA device is visible (driver missing, or no GPU)";
+  const exec::cuda::device_report devices = exec::cuda::probe_devices();
+  if (devices.presence == exec::cuda::device_presence::usable) return {};
+  return "--device cuda: " + devices.reason;
 #else
   return "--device cuda is not available in this build (configure with the cuda preset, where nvcc is installed)";
 #endif

@@ -3,7 +3,9 @@
 //
 // Every test that needs a GPU starts with SKIP_WITHOUT_GPU(): without a driver or device it
 // prints "no CUDA device: skipped" and returns, so the binary starts and passes anywhere (CTest
-// discovers the tests by running it at build time). A few tests need no GPU and always run.
+// discovers the tests by running it at build time). A GPU the runtime cannot start fails them
+// instead, as does any skip under JETMOE_REQUIRE_GPU=1 (cuda_test_support.cuh). A few tests
+// need no GPU and always run.
 //
 // Tolerances, stated once:
 //  * fp32 paths (float weights; bf16/half weights with exec::cuda::tensor_cores = false; every
@@ -198,6 +200,12 @@ TEST_CASE("exec::cuda without a device: unbound policy, error formatting, size c
   // device_available() must answer without throwing whether or not a driver is present.
   const bool available = exec::cuda::device_available();
   INFO("device_available() = " << available);
+  // probe_devices() agrees, and says why whenever the answer is no.
+  const exec::cuda::device_report report = exec::cuda::probe_devices();
+  INFO("probe_devices(): " << report.reason);
+  CHECK(available == (report.presence == exec::cuda::device_presence::usable));
+  CHECK(report.reason.empty() == available);
+  CHECK(exec::cuda::device_available() == available);  // asking again changes nothing
 
   const exec::cuda unbound;
   CHECK_FALSE(unbound.bound());

@@ -100,10 +100,12 @@ void require_error(const tool_run& run, const std::string& fragment) {
 }
 
 // --device cuda: tools built without CUDA refuse it; tools built with it (the cuda preset) run,
-// or say that no GPU is visible.
+// or say that no GPU is visible (or that the one there cannot start).
 void check_cuda_device_option(const tool_run& run) {
 #if defined(JETMOE_TOOLS_WITH_CUDA)
-  if (run.exit_code != 0) require_error(run, "no CUDA device is visible");
+  if (run.exit_code != 0)
+    require_error(run, run.err.find("cannot start") != std::string::npos ? "the CUDA runtime cannot start"
+                                                                          : "no CUDA device is visible");
 #else
   require_error(run, "not available in this build");
 #endif

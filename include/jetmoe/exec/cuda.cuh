@@ -365,15 +365,45 @@ struct cuda {
     return policy;
   }
 
-  // True when a CUDA driver and at least one device are present. Never throws.
-  static bool device_available() noexcept {
+  // Whether this process can use a GPU, and if not, why. `absent` is the ordinary no-GPU
+  // machine: no driver, or a driver with no device. `broken` is everything else the runtime can
+  // fail with at start-up (a driver older than the runtime, a device the sandbox withholds, …):
+  // a GPU machine that cannot run us, which callers must not mistake for a CPU-only machine.
+  enum class device_presence { usable, absent, broken };
+  struct device_report {
+    device_presence presence = device_presence::absent;
+    std::string reason;  // empty when usable
+  };
+  static device_report probe_devices() {
     int count = 0;
     const cudaError_t status = cudaGetDeviceCount(&count);
-    if (status != cudaSuccess) {
+    if (status == cudaSuccess && count > 0) return {device_presence::usable, {}};
+    if (status == cudaSuccess || status == cudaErrorNoDevice) {
       cudaGetLastError();  // leave no error behind for the next call
+      return {device_presence::absent, "no CUDA device is visible (a driver, but no GPU)"};
+    }
+    cudaGetLastError();
+    int driver = 0, runtime = 0;
+    const bool driver_known = cudaDriverGetVersion(&driver) == cudaSuccess;
+    cudaRuntimeGetVersion(&runtime);
+    cudaGetLastError();
+    if (status == cudaErrorInsufficientDriver && driver_known && driver == 0)
+      return {device_presence::absent, "no CUDA device is visible (no CUDA driver is installed)"};
+    return {device_presence::broken,
+            detail::concat("the CUDA runtime cannot start: ", cudaGetErrorName(status), " (",
+                           cudaGetErrorString(status), "); driver supports CUDA ", driver / 1000, ".",
+                           driver % 1000 / 10, ", this build's runtime is ", runtime / 1000, ".",
+                           runtime % 1000 / 10)};
+  }
+
+  // True when a CUDA driver and at least one device are present and the runtime starts. Never
+  // throws; probe_devices() says why not.
+  static bool device_available() noexcept {
+    try {
+      return probe_devices().presence == device_presence::usable;
+    } catch (...) {  // only an allocation of the reason can throw
       return false;
     }
-    return count > 0;
   }
 
   bool bound() const { return ctx_ != nullptr; }
