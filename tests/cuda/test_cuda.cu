@@ -238,6 +238,27 @@ TEST_CASE("exec::cuda: pooled allocation, zeroing, strided transfers both ways",
   const auto after = g.pool().stats();
   if (g.pool().caching()) CHECK(after.hits >= before.hits + 1);  // JETMOE_CUDA_POOL=off reuses nothing
 
+  {  // A freed block serves its own size class and classes up to 1/8 smaller, no smaller ones.
+    exec::device_memory_pool pool(g.device());
+    constexpr std::size_t MiB = std::size_t{1} << 20;
+    void* nine = pool.allocate(9 * MiB - 100, g.stream());  // class 9 MiB
+    pool.deallocate(nine, g.stream());
+    if (pool.caching()) {
+      CHECK(pool.stats().bytes_cached == 9 * MiB);
+      void* six = pool.allocate(6 * MiB, g.stream());  // 9 > 6 + 6/8: a new block
+      CHECK(six != nine);
+      void* eight = pool.allocate(8 * MiB, g.stream());  // 9 ≤ 8 + 8/8: the freed one
+      CHECK(eight == nine);
+      CHECK(pool.stats().hits == 1);
+      CHECK(pool.stats().misses == 2);
+      CHECK(pool.stats().bytes_cached == 0);
+      CHECK(pool.stats().bytes_in_use == 15 * MiB);
+      pool.deallocate(six, g.stream());
+      pool.deallocate(eight, g.stream());
+      CHECK(pool.stats().bytes_cached == 15 * MiB);
+    }
+  }
+
   const auto zeros = tensor<float, 2, gpu_policy>::zeros(g, make_dims(5, 7));
   const auto zeros_back = down(zeros);
   for (index_t i = 0; i < zeros_back.size(); ++i) CHECK(zeros_back.data()[i] == 0.0f);

@@ -16,8 +16,10 @@
 // report device-side input errors (see kernels/common.cuh).
 //
 // Memory: allocate/deallocate go through a caching pool. Freed blocks are kept on free lists
-// keyed by their rounded size and handed out again to requests of the same size class on the
-// same stream, so steady-state work (every decode step after the first) calls no cudaMalloc.
+// keyed by their rounded size and handed out again to requests of the same size class (or one
+// up to 1/8 smaller) on the same stream, so steady-state work (every decode step after the
+// first) calls no cudaMalloc. Nothing caps what the lists hold: a cudaMalloc that runs out of
+// memory gives them back to the driver and tries again (release_cached() does so on demand).
 // Reuse on the same stream needs no event: stream order already puts the next user after the
 // last one. A block freed on another stream waits until that stream has been synchronised by
 // its owner (release_stream) before it can serve a different stream.
@@ -38,6 +40,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -138,19 +141,24 @@ class device_memory_pool {
         }
       }
     }
-    auto found = caching_ ? free_.find(size) : free_.end();
-    if (found != free_.end()) {
-      std::vector<block>& blocks = found->second;
-      // Newest first (warm in L2); a block freed on this stream or an idle one is safe to reuse.
-      for (std::size_t i = blocks.size(); i-- > 0;) {
-        if (blocks[i].idle || blocks[i].stream == stream) {
-          void* ptr = blocks[i].ptr;
-          blocks.erase(blocks.begin() + static_cast<std::ptrdiff_t>(i));
-          live_.emplace(ptr, size);
-          ++stats_.hits;
-          stats_.bytes_cached -= size;
-          stats_.bytes_in_use += size;
-          return ptr;
+    if (caching_) {
+      // The exact class, else one at most 1/8 larger: a buffer whose size drifts from call to
+      // call (a KV cache sized by each prompt) then reuses one block instead of caching one per
+      // size. Newest first (warm in L2); a block freed on this stream or an idle one is safe.
+      const std::size_t largest = size + size / 8;
+      for (auto found = free_.lower_bound(size); found != free_.end() && found->first <= largest; ++found) {
+        std::vector<block>& blocks = found->second;
+        for (std::size_t i = blocks.size(); i-- > 0;) {
+          if (blocks[i].idle || blocks[i].stream == stream) {
+            void* ptr = blocks[i].ptr;
+            const std::size_t block_size = found->first;
+            blocks.erase(blocks.begin() + static_cast<std::ptrdiff_t>(i));
+            live_.emplace(ptr, block_size);
+            ++stats_.hits;
+            stats_.bytes_cached -= block_size;
+            stats_.bytes_in_use += block_size;
+            return ptr;
+          }
         }
       }
     }
@@ -277,8 +285,8 @@ class device_memory_pool {
   bool holding_ = false;
   cudaStream_t hold_stream_ = nullptr;  // the stream being recorded while holding_
   std::vector<held_block> held_;  // freed during the open hold, in use by the graph being recorded
-  std::unordered_map<std::size_t, std::vector<block>> free_;  // size class → free blocks
-  std::unordered_map<void*, std::size_t> live_;               // handed-out block → its size class
+  std::map<std::size_t, std::vector<block>> free_;            // size class → free blocks, ascending
+  std::unordered_map<void*, std::size_t> live_;               // handed-out block → its block's size class
   statistics stats_{};
 };
 
