@@ -436,6 +436,10 @@ struct cuda {
         JETMOE_CUBLAS_CHECK(cublasSetWorkspace(handle, workspace, cuda_detail::context::blas_workspace_bytes));
       } catch (...) {
         cublasDestroy(handle);
+        if (ctx.blas_workspace != nullptr) {  // the next call allocates its own
+          ctx.pool->deallocate(ctx.blas_workspace, ctx.stream);
+          ctx.blas_workspace = nullptr;
+        }
         throw;
       }
       ctx.blas = handle;
