@@ -328,14 +328,13 @@ __global__ void __launch_bounds__(tile_threads) tiled_gemm(const gemm_args<W> a)
 }
 
 // ---- activations rounded to the weight type (tensor-core paths) ----------------------------------
-// out (rows, K) contiguous W = round(x[index(r)]) for r < rows; index null = identity.
+// out (rows, K) contiguous W = round(x[r]), x (rows, K) with row stride ldx.
 template <class W>
-__global__ void round_rows(const float* x, index_t ldx, const std::int32_t* index, index_t rows, index_t k, W* out) {
+__global__ void round_rows(const float* x, index_t ldx, index_t rows, index_t k, W* out) {
   const index_t n = rows * k;
   for (index_t flat = global_thread(); flat < n; flat += grid_threads()) {
     const index_t r = flat / k, c = flat % k;
-    const index_t source = index != nullptr ? static_cast<index_t>(index[r]) : r;
-    out[flat] = W(x[source * ldx + c]);
+    out[flat] = W(x[r * ldx + c]);
   }
 }
 

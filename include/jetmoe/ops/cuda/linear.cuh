@@ -142,7 +142,7 @@ struct linear_impl<exec::cuda> {
         tensor<W, 2, exec::cuda> rounded(policy, make_dims(rows, k));  // (T, in) x in the weight type
         constexpr int block = 256;
         kernels::round_rows<W><<<kernels::blocks_for(rows * k, block), block, 0, policy.stream()>>>(
-            x.data(), ldx, nullptr, rows, k, rounded.data());
+            x.data(), ldx, rows, k, rounded.data());
         JETMOE_CUDA_CHECK_LAUNCH();
         cuda_detail::cublas_linear<W>(policy, rounded.data(), k, w.data(), ldw, y.data(), ldy, rows, k, out);
       } else {
