@@ -31,7 +31,9 @@
 // Slow; never for production.
 //
 // Only nvcc compiles this header (it includes kernels). Single device per policy: create()
-// makes the policy's device current; switch devices yourself when mixing policies.
+// makes the policy's device current, and kernels launch on the thread's current device, so
+// switch devices yourself (cudaSetDevice) when mixing policies. The pool allocates and frees on
+// its own device, and destroying a policy or pool leaves the thread's current device as it was.
 #pragma once
 
 #include <cublas_v2.h>
@@ -85,6 +87,28 @@ inline void throw_on_blas_error(cublasStatus_t status, const char* expr, const c
                              ") from ", expr, " at ", file, ":", line));
 }
 
+// Makes `device` current while it lives, then gives the thread back the device it had: the
+// pool's cudaMalloc lands on the pool's GPU, and freeing a policy or pool of another GPU does
+// not switch the caller's. Errors are ignored here (destructors use it); a failed switch shows
+// up in the call that needed it.
+class scoped_device {
+ public:
+  explicit scoped_device(int device) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+    entered_ = cudaSetDevice(device) == cudaSuccess;
+  }
+  ~scoped_device() {
+    if (previous_ >= 0) cudaSetDevice(previous_);
+  }
+  scoped_device(const scoped_device&) = delete;
+  scoped_device& operator=(const scoped_device&) = delete;
+  bool entered() const { return entered_; }
+
+ private:
+  int previous_ = -1;
+  bool entered_ = false;
+};
+
 }  // namespace cuda_detail
 
 // ---- the caching memory pool -----------------------------------------------------------------
@@ -103,7 +127,8 @@ class device_memory_pool {
   ~device_memory_pool() {
     // Errors are ignored here: at process exit the CUDA runtime may already be shutting down.
     std::lock_guard<std::mutex> lock(mutex_);
-    if (cudaSetDevice(device_) != cudaSuccess) return;
+    const cuda_detail::scoped_device on_device(device_);
+    if (!on_device.entered()) return;
     cudaDeviceSynchronize();
     for (auto& [size, blocks] : free_)
       for (const block& b : blocks) cudaFree(b.ptr);
@@ -163,6 +188,7 @@ class device_memory_pool {
       }
     }
     void* ptr = nullptr;
+    const cuda_detail::scoped_device on_device(device_);
     cudaError_t status = cudaMalloc(&ptr, size);
     // Out of memory: give the cached blocks back and retry — except while a graph is being
     // recorded, where the device-wide synchronisation that needs would break the capture.
@@ -272,6 +298,7 @@ class device_memory_pool {
   }
 
   void release_cached_locked() {
+    const cuda_detail::scoped_device on_device(device_);  // the synchronisation is the pool's GPU's
     cudaDeviceSynchronize();
     for (auto& [size, blocks] : free_)
       for (const block& b : blocks) cudaFree(b.ptr);
@@ -314,7 +341,7 @@ struct context {
   context& operator=(const context&) = delete;
   ~context() {
     // Errors are ignored: nothing sensible can be done with them in a destructor.
-    cudaSetDevice(device);
+    const scoped_device on_device(device);
     if (pool) cudaStreamSynchronize(stream);  // a bound context; null is the legacy stream, still a stream
     if (blas) cublasDestroy(blas);
     if (blas_workspace && pool) pool->deallocate(blas_workspace, stream);
