@@ -44,7 +44,8 @@ struct gemm_args {
   index_t ldy = 0;
   index_t y_row_offset = 0;
   // The host sets this when every weight row and input row starts 16-byte aligned and K is a
-  // multiple of the vector width (16 bytes of W): the GEMV then loads 16 bytes per lane.
+  // multiple of the vector width (16 bytes of W): the GEMV and the WMMA kernel then load 16
+  // bytes at a time.
   bool vectorized = false;
 };
 

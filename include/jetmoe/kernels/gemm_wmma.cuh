@@ -7,7 +7,8 @@
 // products accumulate in fp32 WMMA fragments.
 //
 // Tile 64 rows × 64 weight rows × 32 k, 4 warps in a 2×2 arrangement, each warp 2×2 fragments
-// of 16×16×16. A first version: single-buffered shared memory, no cp.async pipeline.
+// of 16×16×16. Operands load 16 bytes at a time where gemm_args::vectorized allows, else one
+// element at a time. Single-buffered shared memory, no cp.async pipeline yet.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -80,16 +81,46 @@ __global__ void __launch_bounds__(wmma_threads) wmma_gemm(const gemm_args<W> a) 
 
   for (index_t k0 = 0; k0 < a.k; k0 += wmma_tile_k) {
     __syncthreads();  // the previous step's fragments are loaded (and, first time, the row pointers set)
-    // 2048 elements of each tile, 16 per thread: element e = tid + 128·i → (row e / 32, k e % 32),
-    // so a warp reads 32 consecutive k of one row.
+    if (a.vectorized) {
+      // 16-byte loads (gemm_args::vectorized: K a multiple of 8, every row 16-byte aligned, so a
+      // vector is wholly inside or wholly past K). Weights: 8 per load, 2 per thread; a warp
+      // reads 64 contiguous bytes from each of 8 rows. Inputs: 4 floats per load, 4 per thread,
+      // rounded and stored as 8 bytes (element kk in the low half, as the tile is laid out).
+      constexpr int w_per_row = wmma_tile_k / 8, x_per_row = wmma_tile_k / 4;
+#pragma unroll
+      for (int i = 0; i < wmma_tile_n * w_per_row / wmma_threads; ++i) {
+        const int v = tid + wmma_threads * i, r = v / w_per_row, kk = (v % w_per_row) * 8;
+        const W* wr = w_row[r];
+        uint4 bits = make_uint4(0u, 0u, 0u, 0u);
+        if (wr != nullptr && k0 + kk < a.k) bits = *reinterpret_cast<const uint4*>(wr + k0 + kk);
+        *reinterpret_cast<uint4*>(ws + r * ldk + kk) = bits;  // byte offset 80·r + 2·kk: 16-aligned
+      }
+#pragma unroll
+      for (int i = 0; i < wmma_tile_m * x_per_row / wmma_threads; ++i) {
+        const int v = tid + wmma_threads * i, r = v / x_per_row, kk = (v % x_per_row) * 4;
+        const float* xr = x_row[r];
+        float4 xv = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (xr != nullptr && k0 + kk < a.k) xv = *reinterpret_cast<const float4*>(xr + k0 + kk);
+        W* const tag = nullptr;
+        uint2 packed;
+        packed.x = static_cast<unsigned int>(round_to_bits(xv.x, tag)) |
+                   (static_cast<unsigned int>(round_to_bits(xv.y, tag)) << 16);
+        packed.y = static_cast<unsigned int>(round_to_bits(xv.z, tag)) |
+                   (static_cast<unsigned int>(round_to_bits(xv.w, tag)) << 16);
+        *reinterpret_cast<uint2*>(xs + r * ldk + kk) = packed;  // byte offset 80·r + 2·kk: 8-aligned
+      }
+    } else {
+      // 2048 elements of each tile, 16 per thread: element e = tid + 128·i → (row e / 32, k e % 32),
+      // so a warp reads 32 consecutive k of one row.
 #pragma unroll 4
-    for (int i = 0; i < (wmma_tile_m * wmma_tile_k) / wmma_threads; ++i) {
-      const int e = tid + wmma_threads * i, r = e / wmma_tile_k, kk = e % wmma_tile_k;
-      const index_t kg = k0 + kk;
-      const float* xr = x_row[r];
-      xs[r * ldk + kk] = round_to_bits(xr != nullptr && kg < a.k ? xr[kg] : 0.0f, static_cast<W*>(nullptr));
-      const W* wr = w_row[r];
-      ws[r * ldk + kk] = wr != nullptr && kg < a.k ? wr[kg].bits : std::uint16_t{0};
+      for (int i = 0; i < (wmma_tile_m * wmma_tile_k) / wmma_threads; ++i) {
+        const int e = tid + wmma_threads * i, r = e / wmma_tile_k, kk = e % wmma_tile_k;
+        const index_t kg = k0 + kk;
+        const float* xr = x_row[r];
+        xs[r * ldk + kk] = round_to_bits(xr != nullptr && kg < a.k ? xr[kg] : 0.0f, static_cast<W*>(nullptr));
+        const W* wr = w_row[r];
+        ws[r * ldk + kk] = wr != nullptr && kg < a.k ? wr[kg].bits : std::uint16_t{0};
+      }
     }
     __syncthreads();
 #pragma unroll

@@ -32,7 +32,7 @@ constexpr cudaDataType_t cuda_type() {
   else return CUDA_R_16F;
 }
 
-// Whether every row the GEMV reads starts on a 16-byte boundary and K is a whole number of
+// Whether every row the GEMV or the WMMA kernel reads starts on a 16-byte boundary and K is a whole number of
 // 16-byte vectors (true for the usual contiguous weights with K a multiple of 8).
 template <class W>
 bool vectorizable(const kernels::gemm_args<W>& a) {
@@ -74,8 +74,10 @@ void launch_row_gemm(const exec::cuda& policy, const kernels::gemm_args<W>& a, b
   const dim3 grid(static_cast<unsigned int>(row_tiles), static_cast<unsigned int>(col_tiles));
   if constexpr (!std::is_same_v<W, float>) {
     if (policy.tensor_cores) {
-      if (glu) kernels::wmma_gemm<W, true><<<grid, kernels::wmma_threads, 0, policy.stream()>>>(a);
-      else kernels::wmma_gemm<W, false><<<grid, kernels::wmma_threads, 0, policy.stream()>>>(a);
+      kernels::gemm_args<W> v = a;
+      v.vectorized = vectorizable(a);
+      if (glu) kernels::wmma_gemm<W, true><<<grid, kernels::wmma_threads, 0, policy.stream()>>>(v);
+      else kernels::wmma_gemm<W, false><<<grid, kernels::wmma_threads, 0, policy.stream()>>>(v);
       JETMOE_CUDA_CHECK_LAUNCH();
       return;
     }
