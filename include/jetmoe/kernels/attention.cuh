@@ -53,9 +53,13 @@ inline constexpr int attention_warps = 4;
 inline constexpr int attention_queries_per_warp = 4;
 inline constexpr int attention_query_tile = attention_warps * attention_queries_per_warp;  // 16
 
+// Row stride of the shared K tile: odd, so the 32 lanes reading one element of 32 key rows hit
+// 32 different banks (D + 1 would be even, and 2-way conflicted, for odd D).
+__host__ __device__ constexpr index_t key_tile_stride(index_t head_dim) { return head_dim | 1; }
+
 // Dynamic shared memory of attention_tiles for head dimension D.
 inline std::size_t attention_tiles_shared_bytes(index_t head_dim) {
-  const index_t floats = attention_key_chunk * (head_dim + 1)   // K tile, padded against bank conflicts
+  const index_t floats = attention_key_chunk * key_tile_stride(head_dim)  // K tile, padded against bank conflicts
                          + attention_key_chunk * head_dim        // V tile
                          + attention_query_tile * head_dim;      // Q tile
   return static_cast<std::size_t>(floats) * sizeof(float) + attention_key_chunk * sizeof(int);
@@ -66,8 +70,9 @@ template <int DimsPerLane, class KvHeadMap>
 __global__ void __launch_bounds__(attention_warps * 32) attention_tiles(const attention_args a, KvHeadMap kv_head_of) {
   extern __shared__ float shared[];
   const int head_dim = static_cast<int>(a.q.extent(3));
-  float* ks = shared;                                          // (32, D + 1)
-  float* vs = ks + attention_key_chunk * (head_dim + 1);       // (32, D)
+  const int key_stride = static_cast<int>(key_tile_stride(head_dim));
+  float* ks = shared;                                          // (32, key_stride ≥ D)
+  float* vs = ks + attention_key_chunk * key_stride;           // (32, D)
   float* qs = vs + attention_key_chunk * head_dim;             // (16, D)
   int* visible_key = reinterpret_cast<int*>(qs + attention_query_tile * head_dim);  // (32)
 
@@ -111,7 +116,7 @@ __global__ void __launch_bounds__(attention_warps * 32) attention_tiles(const at
       const int j = idx / head_dim, d = idx % head_dim;
       const index_t key = c0 + j;
       const bool in_range = key < key_end;
-      ks[j * (head_dim + 1) + d] = in_range ? a.k(b, key, g, d) : 0.0f;
+      ks[j * key_stride + d] = in_range ? a.k(b, key, g, d) : 0.0f;
       vs[j * head_dim + d] = in_range ? a.v(b, key, g, d) : 0.0f;
     }
     if (tid < attention_key_chunk) {
@@ -130,7 +135,7 @@ __global__ void __launch_bounds__(attention_warps * 32) attention_tiles(const at
       float score = -std::numeric_limits<float>::infinity();
       if (visible) {
         const float* query = qs + qi * head_dim;
-        const float* key_row = ks + lane * (head_dim + 1);
+        const float* key_row = ks + lane * key_stride;
         float dot = 0.0f;
         for (int d = 0; d < head_dim; ++d) dot = fmaf(query[d], key_row[d], dot);
         score = a.scale * dot;
