@@ -422,7 +422,9 @@ struct cuda {
     const bool driver_known = cudaDriverGetVersion(&driver) == cudaSuccess;
     cudaRuntimeGetVersion(&runtime);
     cudaGetLastError();
-    if (status == cudaErrorInsufficientDriver && driver_known && driver == 0)
+    // No driver at all (cudaErrorInsufficientDriver), or the toolkit's stub libcuda standing in
+    // for one (cudaErrorStubLibrary): either way the driver reports version 0.
+    if (driver_known && driver == 0)
       return {device_presence::absent, "no CUDA device is visible (no CUDA driver is installed)"};
     return {device_presence::broken,
             detail::concat("the CUDA runtime cannot start: ", cudaGetErrorName(status), " (",
