@@ -51,10 +51,10 @@ void launch_row_gemm(const exec::cuda& policy, const kernels::gemm_args<W>& a, b
                      index_t rows_per_segment_at_most) {
   const index_t window = a.row_end - a.row_begin;
   if (window <= 0 || a.out == 0) return;
-  if (rows_per_segment_at_most <= kernels::gemv_max_rows) {
-    // One grid row per segment (expert): gridDim.y is limited to 65535.
-    check(a.segments >= 1 && a.segments <= 65535, "ops::linear (CUDA): ", a.segments,
-          " expert segments; the GEMV path supports 1 to 65535");
+  // The GEMV has one grid row per segment (expert), and gridDim.y is limited to 65535; more
+  // experts than that take the tiles, which grid over row tiles instead.
+  if (rows_per_segment_at_most <= kernels::gemv_max_rows && a.segments <= 65535) {
+    check(a.segments >= 1, "ops::linear (CUDA): ", a.segments, " expert segments");
     kernels::gemm_args<W> v = a;
     v.vectorized = vectorizable(a);
     const dim3 grid(static_cast<unsigned int>((a.out + kernels::gemv_warps - 1) / kernels::gemv_warps),
