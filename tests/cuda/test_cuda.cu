@@ -256,6 +256,21 @@ TEST_CASE("exec::cuda: pooled allocation, zeroing, strided transfers both ways",
       pool.deallocate(six, g.stream());
       pool.deallocate(eight, g.stream());
       CHECK(pool.stats().bytes_cached == 15 * MiB);
+
+      // While a graph is recorded, a held block serves the same window, and keeps its own class.
+      pool.begin_hold(g.stream());
+      void* held = pool.allocate(9 * MiB, g.stream());  // the cached 9 MiB block
+      pool.deallocate(held, g.stream());                // held, not cached
+      void* again = pool.allocate(8 * MiB, g.stream());  // class 8 MiB, within 1/8: the held block
+      CHECK(again == held);
+      pool.deallocate(again, g.stream());
+      const auto blocks = pool.end_hold();
+      REQUIRE(blocks.size() == 1);
+      CHECK(blocks[0].size == 9 * MiB);
+      CHECK(pool.stats().bytes_in_use == 9 * MiB);  // the graph's until given back
+      pool.give_back(blocks, g.stream());
+      CHECK(pool.stats().bytes_in_use == 0);
+      CHECK(pool.stats().bytes_cached == 15 * MiB);
     }
   }
 

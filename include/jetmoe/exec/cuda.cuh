@@ -32,8 +32,9 @@
 //
 // Only nvcc compiles this header (it includes kernels). Single device per policy: create()
 // makes the policy's device current, and kernels launch on the thread's current device, so
-// switch devices yourself (cudaSetDevice) when mixing policies. The pool allocates and frees on
-// its own device, and destroying a policy or pool leaves the thread's current device as it was.
+// switch devices yourself (cudaSetDevice) when mixing policies. The pool allocates and gives its
+// cache back on its own device, and destroying a policy or pool leaves the thread's current
+// device as it was.
 #pragma once
 
 #include <cublas_v2.h>
@@ -146,6 +147,10 @@ class device_memory_pool {
     return round_up(bytes, 16 * MiB);
   }
 
+  // The largest block class a request of class `size` may be handed: 1/8 more, so with the
+  // rounding of size_class a request gets at most about 1/4 more than it asked for.
+  static std::size_t largest_reused(std::size_t size) { return size + size / 8; }
+
   // Whether freed blocks are kept for reuse (see JETMOE_CUDA_POOL at the top of this header).
   bool caching() const { return caching_; }
 
@@ -157,21 +162,22 @@ class device_memory_pool {
       // A block the recording freed earlier: the recorded work is one chain on this stream, so
       // in every replay its last use comes before this new one too.
       for (std::size_t i = held_.size(); i-- > 0;) {
-        if (held_[i].size == size) {
+        if (held_[i].size >= size && held_[i].size <= largest_reused(size)) {
           void* ptr = held_[i].ptr;
+          live_.emplace(ptr, held_[i].size);  // the block's own class; still counted in bytes_in_use
           held_.erase(held_.begin() + static_cast<std::ptrdiff_t>(i));
-          live_.emplace(ptr, size);  // still counted in bytes_in_use
           ++stats_.hits;
           return ptr;
         }
       }
     }
     if (caching_) {
-      // The exact class, else one at most 1/8 larger: a buffer whose size drifts from call to
-      // call (a KV cache sized by each prompt) then reuses one block instead of caching one per
-      // size. Newest first (warm in L2); a block freed on this stream or an idle one is safe.
-      const std::size_t largest = size + size / 8;
-      for (auto found = free_.lower_bound(size); found != free_.end() && found->first <= largest; ++found) {
+      // The exact class, else one at most 1/8 larger (largest_reused): a buffer whose size
+      // drifts from call to call (a KV cache sized by each prompt) then reuses one block instead
+      // of caching one per size. Newest first (warm in L2); a block freed on this stream or an
+      // idle one is safe.
+      for (auto found = free_.lower_bound(size); found != free_.end() && found->first <= largest_reused(size);
+           ++found) {
         std::vector<block>& blocks = found->second;
         for (std::size_t i = blocks.size(); i-- > 0;) {
           if (blocks[i].idle || blocks[i].stream == stream) {
