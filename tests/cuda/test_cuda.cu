@@ -1291,6 +1291,7 @@ TEMPLATE_TEST_CASE("grouped_glu_mlp on CUDA and tensor cores: 4096-row windows, 
       {2050, 0.0, unlimited, "R = 4100: a window of 4096 rows, then one of 4 (on the GEMV)"},
       {2100, 0.0, unlimited, "R = 4200: windows of 4096 and 104 rows"},
       {300, 0.0, 40, "capacity 40: R = 240 of 600 slots, the rest dropped"},
+      {300, 0.0, 6, "capacity 6: at most 6 rows per expert, so the GEMV at T = 300"},
   };
   for (const batch_shape& shape : shapes) {
     routed_batch b(rng, shape.tokens, experts, hidden, shape.empty, routing::capacity_limit{shape.capacity});

@@ -4,7 +4,7 @@
 // offsets on the device, read input rows through the plan's index (the gather is fused into
 // the operand loads; no (N, in) copy is made) and, for GLU, write silu(gate) ⊙ up straight
 // from the accumulators. Decoding (at most 8 rows per expert) takes the weight-streaming GEMV
-// kernel. Without reading the counts, the host bounds an expert's rows by min(R, T): the
+// kernel. Without reading the counts, the host bounds an expert's rows by min(R, T, capacity): the
 // built-in routers name an expert at most once per token, so at T ≤ 8 every E and k qualify
 // (fine-grained E = 128, k = 8 decodes 16 sorted rows at batch 2). A router that repeats an
 // expert within a token is still served correctly, by the GEMV's extra passes.
@@ -96,9 +96,10 @@ struct grouped_linear_impl<exec::cuda> {
 
  private:
   // The most sorted rows one expert gets within `window` rows, as the host can bound it: one per
-  // token (see the top of this file), so min(window, T). It picks the kernel, nothing more.
+  // token (see the top of this file), and never more than the plan's capacity, so
+  // min(window, T, capacity). It picks the kernel, nothing more.
   static index_t rows_per_expert_at_most(const plan_type& plan, index_t window) {
-    return std::min(window, plan.num_tokens());
+    return std::min({window, plan.num_tokens(), plan.capacity().per_expert});
   }
 
   // Arguments shared by every grouped call: input rows (sorted or through the index), the
