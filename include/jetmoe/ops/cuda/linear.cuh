@@ -32,8 +32,8 @@ constexpr cudaDataType_t cuda_type() {
   else return CUDA_R_16F;
 }
 
-// Whether every row the GEMV or the WMMA kernel reads starts on a 16-byte boundary and K is a whole number of
-// 16-byte vectors (true for the usual contiguous weights with K a multiple of 8).
+// Whether every row the GEMV or the WMMA kernel reads starts on a 16-byte boundary and K is a
+// whole number of 16-byte vectors (true for the usual contiguous weights with K a multiple of 8).
 template <class W>
 bool vectorizable(const kernels::gemm_args<W>& a) {
   constexpr index_t vec = kernels::vector_width<W>;
@@ -45,22 +45,21 @@ bool vectorizable(const kernels::gemm_args<W>& a) {
 // Launches the row GEMM for `a` (its row window set): the GEMV form when
 // `rows_per_segment_at_most` ≤ gemv_max_rows, else tensor cores (bf16/half weights with
 // policy.tensor_cores) or the fp32 CUDA-core tiles. The bound only picks the kernel: every one
-// computes any segment size correctly. GLU: a.out = I and the weights hold 2I rows.
+// computes any segment size correctly. GLU: a.out = I and the weights hold 2I rows. The
+// caller's a.vectorized is replaced by what vectorizable() finds.
 template <class W>
-void launch_row_gemm(const exec::cuda& policy, const kernels::gemm_args<W>& a, bool glu,
-                     index_t rows_per_segment_at_most) {
+void launch_row_gemm(const exec::cuda& policy, kernels::gemm_args<W> a, bool glu, index_t rows_per_segment_at_most) {
   const index_t window = a.row_end - a.row_begin;
   if (window <= 0 || a.out == 0) return;
+  a.vectorized = vectorizable(a);  // read by the GEMV and WMMA kernels
   // The GEMV has one grid row per segment (expert), and gridDim.y is limited to 65535; more
   // experts than that take the tiles, which grid over row tiles instead.
   if (rows_per_segment_at_most <= kernels::gemv_max_rows && a.segments <= 65535) {
     check(a.segments >= 1, "ops::linear (CUDA): ", a.segments, " expert segments");
-    kernels::gemm_args<W> v = a;
-    v.vectorized = vectorizable(a);
     const dim3 grid(static_cast<unsigned int>((a.out + kernels::gemv_warps - 1) / kernels::gemv_warps),
                     static_cast<unsigned int>(a.segments));
-    if (glu) kernels::gemv_segments<W, true><<<grid, kernels::gemv_warps * 32, 0, policy.stream()>>>(v);
-    else kernels::gemv_segments<W, false><<<grid, kernels::gemv_warps * 32, 0, policy.stream()>>>(v);
+    if (glu) kernels::gemv_segments<W, true><<<grid, kernels::gemv_warps * 32, 0, policy.stream()>>>(a);
+    else kernels::gemv_segments<W, false><<<grid, kernels::gemv_warps * 32, 0, policy.stream()>>>(a);
     JETMOE_CUDA_CHECK_LAUNCH();
     return;
   }
@@ -74,10 +73,8 @@ void launch_row_gemm(const exec::cuda& policy, const kernels::gemm_args<W>& a, b
   const dim3 grid(static_cast<unsigned int>(row_tiles), static_cast<unsigned int>(col_tiles));
   if constexpr (!std::is_same_v<W, float>) {
     if (policy.tensor_cores) {
-      kernels::gemm_args<W> v = a;
-      v.vectorized = vectorizable(a);
-      if (glu) kernels::wmma_gemm<W, true><<<grid, kernels::wmma_threads, 0, policy.stream()>>>(v);
-      else kernels::wmma_gemm<W, false><<<grid, kernels::wmma_threads, 0, policy.stream()>>>(v);
+      if (glu) kernels::wmma_gemm<W, true><<<grid, kernels::wmma_threads, 0, policy.stream()>>>(a);
+      else kernels::wmma_gemm<W, false><<<grid, kernels::wmma_threads, 0, policy.stream()>>>(a);
       JETMOE_CUDA_CHECK_LAUNCH();
       return;
     }
