@@ -956,12 +956,12 @@ void random_choices(std::mt19937& rng, index_t tokens, index_t slots, index_t ex
 }
 
 // One routed batch on both backends, as the grouped-linear tests use it: 2 of `experts` per
-// token at random (a fraction `empty_fraction` of the slots empty), the plan built on each
-// backend (with `capacity`), x on the host and the device, scratch, and the inputs read
-// through the plans.
+// token at random (a fraction `empty_fraction` of the slots empty) or the choices given, the
+// plan built on each backend (with `capacity`), x on the host and the device, scratch, and the
+// inputs read through the plans.
 struct routed_batch {
-  tensor<std::int32_t, 2> ids;       // (T, 2)
-  tensor<float, 2> gates;            // (T, 2)
+  tensor<std::int32_t, 2> ids;       // (T, S): S = 2 when chosen at random
+  tensor<float, 2> gates;            // (T, S)
   plan_pair p;
   index_t rows = 0;                  // N: the plans' sorted rows
   index_t gpu_rows = 0;              // R: rows of the device plan's sorted arrays (N, then padding)
@@ -974,10 +974,20 @@ struct routed_batch {
   routed_batch(std::mt19937& rng, index_t tokens, index_t experts, index_t hidden, double empty_fraction,
                routing::capacity_limit capacity = {}) {
     random_choices(rng, tokens, 2, experts, empty_fraction, ids, gates);
+    route(rng, experts, hidden, capacity);
+  }
+  routed_batch(std::mt19937& rng, tensor<std::int32_t, 2> given_ids, tensor<float, 2> given_gates, index_t experts,
+               index_t hidden)
+      : ids(std::move(given_ids)), gates(std::move(given_gates)) {
+    route(rng, experts, hidden, {});
+  }
+
+ private:
+  void route(std::mt19937& rng, index_t experts, index_t hidden, routing::capacity_limit capacity) {
     build_both(p, ids, gates, experts, capacity);
     rows = p.cpu_plan.num_sorted_rows();
     gpu_rows = p.gpu_plan.max_sorted_rows();
-    x = random_tensor<float, 2>(rng, make_dims(tokens, hidden));
+    x = random_tensor<float, 2>(rng, make_dims(ids.extent(0), hidden));
     dx = up(x);
     cpu_in = routing::expert_input::indexed(x.view(), p.cpu_plan.sorted_token());
     gpu_in = routing::expert_input::indexed(dx.view(), p.gpu_plan.sorted_token());
@@ -1084,10 +1094,8 @@ TEMPLATE_TEST_CASE("grouped_linear, grouped_glu and grouped_glu_mlp on CUDA matc
   const auto w_out = random_tensor<W, 3>(rng, make_dims(experts, hidden, inner), 0.3f);
   const auto dw_in = up(w_in);
   const auto dw_out = up(w_out);
-  for (const index_t tokens : {1, 3, 150}) {
-    routed_batch b(rng, tokens, experts, hidden, 0.0);
-    INFO("T=" << tokens << " N=" << b.rows);
-
+  // Every grouped call on both backends for one routed batch.
+  const auto check_batch = [&](routed_batch& b) {
     tensor<float, 2> h(make_dims(b.rows, 2 * inner));
     routing::grouped_linear(cpu, b.p.cpu_plan, b.cpu_in, w_in.view(), h.view(), b.cpu_scratch);
     tensor<float, 2, gpu_policy> dh(g, make_dims(b.gpu_rows, 2 * inner));
@@ -1113,6 +1121,11 @@ TEMPLATE_TEST_CASE("grouped_linear, grouped_glu and grouped_glu_mlp on CUDA matc
     tensor<float, 2, gpu_policy> dz(g, make_dims(b.gpu_rows, hidden));
     routing::grouped_glu_mlp(g, b.p.gpu_plan, b.gpu_in, dw_in.view(), dw_out.view(), dz.view(), b.gpu_scratch);
     check_close(down_rows(dz, b.rows), z, 1e-5, 1e-5, nullptr, "grouped_glu_mlp");
+  };
+  for (const index_t tokens : {1, 3, 150}) {
+    routed_batch b(rng, tokens, experts, hidden, 0.0);
+    INFO("T=" << tokens << " N=" << b.rows);
+    check_batch(b);
   }
 
   // T <= 8 goes to the GEMV whatever R is (an expert gets at most T rows when a token names it
@@ -1129,28 +1142,9 @@ TEMPLATE_TEST_CASE("grouped_linear, grouped_glu and grouped_glu_mlp on CUDA matc
         ids(t, j) = sh.repeated >= 0 ? sh.repeated : static_cast<std::int32_t>((3 * t + 5 * j) % experts);
         gates(t, j) = 0.25f;
       }
-    plan_pair p;
-    build_both(p, ids, gates, experts, {});
-    const index_t rows = p.cpu_plan.num_sorted_rows(), gpu_rows = p.gpu_plan.max_sorted_rows();
-    REQUIRE(rows == sh.tokens * sh.slots);
-    const auto x = random_tensor<float, 2>(rng, make_dims(sh.tokens, hidden));
-    const auto dx = up(x);
-    const auto cpu_in = routing::expert_input::indexed(x.view(), p.cpu_plan.sorted_token());
-    const auto gpu_in = routing::expert_input::indexed(dx.view(), p.gpu_plan.sorted_token());
-    routing::expert_scratch<exec::cpu> cpu_scratch;
-    routing::expert_scratch<gpu_policy> gpu_scratch;
-
-    tensor<float, 2> h(make_dims(rows, 2 * inner));
-    routing::grouped_linear(cpu, p.cpu_plan, cpu_in, w_in.view(), h.view(), cpu_scratch);
-    tensor<float, 2, gpu_policy> dh(g, make_dims(gpu_rows, 2 * inner));
-    routing::grouped_linear(g, p.gpu_plan, gpu_in, dw_in.view(), dh.view(), gpu_scratch);
-    check_close(down_rows(dh, rows), h, 1e-5, 1e-5, nullptr, "grouped_linear, GEMV passes");
-
-    tensor<float, 2> z(make_dims(rows, hidden));
-    routing::grouped_glu_mlp(cpu, p.cpu_plan, cpu_in, w_in.view(), w_out.view(), z.view(), cpu_scratch);
-    tensor<float, 2, gpu_policy> dz(g, make_dims(gpu_rows, hidden));
-    routing::grouped_glu_mlp(g, p.gpu_plan, gpu_in, dw_in.view(), dw_out.view(), dz.view(), gpu_scratch);
-    check_close(down_rows(dz, rows), z, 1e-5, 1e-5, nullptr, "grouped_glu_mlp, GEMV passes");
+    routed_batch b(rng, std::move(ids), std::move(gates), experts, hidden);
+    REQUIRE(b.rows == sh.tokens * sh.slots);
+    check_batch(b);
   }
 }
 
