@@ -60,8 +60,8 @@ __host__ __device__ constexpr index_t key_tile_stride(index_t head_dim) { return
 // Dynamic shared memory of attention_tiles for head dimension D.
 inline std::size_t attention_tiles_shared_bytes(index_t head_dim) {
   const index_t floats = attention_key_chunk * key_tile_stride(head_dim)  // K tile, padded against bank conflicts
-                         + attention_key_chunk * head_dim        // V tile
-                         + attention_query_tile * head_dim;      // Q tile
+                         + attention_key_chunk * head_dim                  // V tile
+                         + attention_query_tile * head_dim;                // Q tile
   return static_cast<std::size_t>(floats) * sizeof(float) + attention_key_chunk * sizeof(int);
 }
 

@@ -4,10 +4,10 @@
 // offsets on the device, read input rows through the plan's index (the gather is fused into
 // the operand loads; no (N, in) copy is made) and, for GLU, write silu(gate) ⊙ up straight
 // from the accumulators. Decoding (at most 8 rows per expert) takes the weight-streaming GEMV
-// kernel. Without reading the counts, the host bounds an expert's rows by min(R, T, capacity): the
-// built-in routers name an expert at most once per token, so at T ≤ 8 every E and k qualify
-// (fine-grained E = 128, k = 8 decodes 16 sorted rows at batch 2). A router that repeats an
-// expert within a token is still served correctly, by the GEMV's extra passes.
+// kernel. Without reading the counts, the host bounds an expert's rows by min(R, T, capacity):
+// the built-in routers name an expert at most once per token, so at T ≤ 8 every E and k
+// qualify (fine-grained E = 128, k = 8 decodes 16 sorted rows at batch 2). A router that
+// repeats an expert within a token is still served correctly, by the GEMV's extra passes.
 //
 // grouped_glu_mlp runs the sorted rows in windows of `mlp_window_rows`, so its (window, I)
 // intermediate — the only scratch — stays bounded whatever T is (about 92 MB at I = 5632).
