@@ -21,7 +21,7 @@
 //   moe_layer        the whole routing::moe_mlp forward (router GEMM included)
 //   moa_map, moa_reduce   the two routed halves of routing::mixture_of_attention
 //   dense_mlp, dense_moa_map, dense_moa_reduce   the dense equivalents (name/shape/T:tokens)
-//   linear_rows      ops::linear on one expert projection (name/projection/T:rows, T ≤ 16)
+//   linear_rows      ops::linear on one expert projection (name/projection/T:rows, T ≤ 24)
 //                    against the panel kernel called directly on the same data
 //
 // Caches: every benchmark that reads weights starts its timed call with cold caches (a 64 MiB
@@ -604,7 +604,7 @@ constexpr projection projections[] = {
     {"jetmoe-8b-out", 5632, 2048},         // its W_out
 };
 // Row counts around the few-rows / panel boundary (an expert tile of T rows, or a decode batch).
-constexpr index_t linear_row_counts[] = {1, 4, 8, 9, 12, 15, 16};
+constexpr index_t linear_row_counts[] = {1, 4, 8, 9, 12, 16, 17, 20, 23, 24};
 
 // Compulsory bytes (bf16 weights, fp32 x and y) and FLOPs of one linear_rows call.
 work linear_rows_work(const projection& pr, index_t T) {

@@ -37,14 +37,15 @@ void check_against_reference(tensor_view<const float, 2> x, tensor_view<const W,
 
 template <class W>
 void run_shapes() {
-  // T covers the few-rows path (with AVX-512 the register tiles, one instantiation per T ≤ 15,
-  // 9…15 in two passes; else the portable loop, T ≤ 8) and the token-panel path: one panel
-  // vector (16 with AVX-512), two (9…16 with AVX2), partial last panels (17, 33) and several
-  // panels (64). Widths: in = 256 and 257 put a k-chunk edge at the end and one past it,
+  // T covers the few-rows path (with AVX-512 the register tiles, one instantiation per T ≤ 23,
+  // 9…16 in two passes, 17…23 in three; else the portable loop, T ≤ 8) and the token-panel
+  // path: two panel vectors (24 with AVX-512; 9…16 are one with AVX2), partial last panels
+  // (17, 33) and several panels (64). The one-vector panel that AVX-512 builds no longer reach
+  // through ops::linear is called directly in the test of the other kernels below. Widths: in = 256 and 257 put a k-chunk edge at the end and one past it,
   // in = 513 a short last portable-loop chunk and a 1-element tail past the 16 lanes, in = 7
   // only a tail; out = 29, 30, 37, 300 leave partial groups of output features for every
   // vector width and row count.
-  const index_t row_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 33, 64};
+  const index_t row_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 20, 21, 23, 24, 33, 64};
   const std::pair<index_t, index_t> widths[] = {{1, 1},    {7, 5},    {64, 300}, {513, 37},
                                                 {1030, 19}, {256, 29}, {257, 30}};
   for (const std::uint32_t seed : {1u, 2u}) {
@@ -93,10 +94,10 @@ TEMPLATE_TEST_CASE("linear reads strided views: rows of x, expert slices of w, c
 
 TEMPLATE_TEST_CASE("linear gives bit-identical results for any thread count", "[ops][linear]", float, bf16, half) {
   std::mt19937 rng(11);
-  // (T, in, out): the few-rows path in one pass and (AVX-512) two, a small panel call, and one big enough that both of its
+  // (T, in, out): the few-rows path in one pass and (AVX-512) two and three, a small panel call, and one big enough that both of its
   // loops (filling the panels, the tiles) really run on several threads.
   // (128 · 2100 multiply-adds per output feature pass the 2 · 2^17 that start a second thread.)
-  const std::array<index_t, 3> shapes[] = {{3, 300, 530}, {12, 300, 530}, {40, 300, 530}, {128, 2100, 40}};
+  const std::array<index_t, 3> shapes[] = {{3, 300, 530}, {12, 300, 530}, {20, 300, 530}, {40, 300, 530}, {128, 2100, 40}};
   for (const auto& [rows, in, out] : shapes) {
     tensor<float, 2> x({rows, in});
     tensor<TestType, 2> w({out, in});
@@ -120,8 +121,8 @@ TEMPLATE_TEST_CASE("linear: a row's result does not depend on the other rows in 
   // Both kernels sum every y[t, o] in one fixed order whatever tile or task it lands in: the
   // panel path k in order, the few-rows path in dot.hpp's 16 lanes. So rows 5…44 of a 70-row
   // call equal a 40-row call on the same rows (both two-vector panels for every SIMD width:
-  // T > 16), and each row of a call with as many rows as the few-rows path takes (15 with
-  // AVX-512: two passes; else 8) equals a 1-row call (a different tile shape).
+  // T > 16), and each row of a call with as many rows as the few-rows path takes (23 with
+  // AVX-512: three passes; else 8) equals a 1-row call (a different tile shape).
   std::mt19937 rng(12);
   const index_t in = 333, out = 61;
   tensor<float, 2> x({70, in});
@@ -147,13 +148,15 @@ TEMPLATE_TEST_CASE("linear: a row's result does not depend on the other rows in 
 #endif
 }
 
-TEMPLATE_TEST_CASE("linear's portable few-rows loop and Eigen tiles match the reference", "[ops][linear]", float,
-                   bf16, half) {
+TEMPLATE_TEST_CASE("linear's portable few-rows loop, Eigen tiles and token panels match the reference",
+                   "[ops][linear]", float, bf16, half) {
   // The portable few-rows loop (T ≤ 8; ops::linear runs it in builds without AVX-512) and the
   // Eigen tiles (T > 8; only without vector extensions), called directly, so that an AVX-512
-  // build tests them too.
+  // build tests them too; and the panel kernel at every T, which with AVX-512 ops::linear only
+  // calls from 24 rows on (its one-vector panels, T ≤ 16, are still what the benchmarks
+  // compare the few-rows kernel with).
   std::mt19937 rng(13);
-  for (const index_t rows : {1, 2, 7, 8, 9, 40})
+  for (const index_t rows : {1, 2, 7, 8, 9, 16, 40})
     for (const auto& [in, out] : {std::pair<index_t, index_t>{64, 300}, {513, 37}, {1030, 19}}) {
       tensor<float, 2> x({rows, in});
       tensor<TestType, 2> w({out, in});
@@ -165,6 +168,8 @@ TEMPLATE_TEST_CASE("linear's portable few-rows loop and Eigen tiles match the re
         ops::cpu_detail::linear_few_rows_portable(op_test::two_threads, x_view, std::as_const(w).view(), y.view());
       else
         ops::cpu_detail::linear_eigen_tiles(op_test::two_threads, x_view, std::as_const(w).view(), y.view());
+      check_against_reference<TestType>(x.view(), std::as_const(w).view(), y.view());
+      ops::cpu_detail::linear_many_rows(op_test::two_threads, x_view, std::as_const(w).view(), y.view());
       check_against_reference<TestType>(x.view(), std::as_const(w).view(), y.view());
     }
 }

@@ -1,4 +1,4 @@
-// jetmoe/ops/cpu/linear_few_rows.hpp — ops::linear on the CPU for a few rows of x (T ≤ 15:
+// jetmoe/ops/cpu/linear_few_rows.hpp — ops::linear on the CPU for a few rows of x (T ≤ 23:
 // decoding, small expert tiles), where reading the weights from memory is the cost.
 //
 // A task owns OutRows consecutive weight rows and runs along the whole of K once, widening
@@ -13,13 +13,16 @@
 // These register tiles are used with AVX-512 only (few_rows_register_tiles); other builds run
 // the portable loop below for T ≤ 8.
 //
-// Above 8 tokens the accumulators no longer fit, so 9…15 tokens run as two passes over the
-// same weight rows, the second reading them from L1/L2: first min(8, T − 4) tokens, then the
-// rest (4…7). The panel kernel (linear_many_rows.hpp) would give them one 16-token vector, so
-// its time hardly falls with T, while two passes cost in proportion to T. Measured on the same
-// host, bf16 weights streamed from memory (fine-grained and JetMoE-8B expert shapes): two
-// passes ran 1.2–2.1× the panel kernel's speed for T = 9…15 and 0.8–1.1× at T = 16; a balanced
-// split (5 + 5, 6 + 6) was up to 25 % slower than leaving 4 tokens to the second pass.
+// Above 8 tokens the accumulators no longer fit, so 9…23 tokens run as several passes over
+// the same weight rows, the later ones reading them from L1/L2: 8 tokens a pass while more
+// than 12 are left, then T − 4 and the last 4 (9 → 5 + 4, 16 → 8 + 8, 17 → 8 + 5 + 4,
+// 23 → 8 + 8 + 7). The panel kernel (linear_many_rows.hpp) would give them one 16-token
+// vector, or two for 17…32, so its time moves in steps of 16 tokens, while passes cost in
+// proportion to T. Measured on the same host, bf16 weights streamed from memory
+// (fine-grained and JetMoE-8B expert shapes), passes against the panel kernel: 1.2–2.1× its
+// speed for T = 9…15, 0.9–1.1× at 16, 1.4–1.7× at 17, 1.2–1.4× at 20, 1.0–1.3× at 23 and
+// 0.96–1.1× at 24, where the panel kernel takes over. A balanced split (5 + 5, 6 + 6) was up
+// to 25 % slower than leaving 4 tokens to the last pass.
 #pragma once
 
 #include <algorithm>
@@ -48,9 +51,10 @@ inline constexpr bool few_rows_register_tiles = false;
 
 struct few_rows_tuning {
   static constexpr int max_pass_rows = 8;   // tokens of one pass over the weights (registers)
-  // T at or below this takes this path: with the register tiles 9…15 too, in two passes; the
+  static constexpr int min_last_pass_rows = 4;
+  // T at or below this takes this path: with the register tiles 9…23 too, in passes; the
   // portable loop stops at 8 (it keeps one accumulator per row of x).
-  static constexpr index_t max_rows = few_rows_register_tiles ? 15 : max_pass_rows;
+  static constexpr index_t max_rows = few_rows_register_tiles ? 23 : max_pass_rows;
   static constexpr index_t chunk = 512;     // portable path: weight elements widened at a time (2 KiB)
 };
 
@@ -126,27 +130,28 @@ void few_rows_tile(const W* w, index_t w_stride, const float* x, index_t x_strid
 }
 
 // Tokens of the first pass over the weights: all of them up to max_pass_rows, else
-// min(max_pass_rows, T − 4) (see the header comment).
+// min(max_pass_rows, T − min_last_pass_rows) (see the header comment).
 template <int Tokens>
 constexpr int few_rows_first_pass() {
-  return Tokens <= few_rows_tuning::max_pass_rows ? Tokens : std::min(few_rows_tuning::max_pass_rows, Tokens - 4);
+  return Tokens <= few_rows_tuning::max_pass_rows
+             ? Tokens
+             : std::min(few_rows_tuning::max_pass_rows, Tokens - few_rows_tuning::min_last_pass_rows);
 }
 
-// few_rows_tile over the same OutRows weight rows for all Tokens rows of x, in one or two passes.
+// few_rows_tile over the same OutRows weight rows for all Tokens rows of x, one pass after another.
 template <int OutRows, int Tokens, class W>
 void few_rows_passes(const W* w, index_t w_stride, const float* x, index_t x_stride, index_t in_features, float* y,
                      index_t y_stride) {
   constexpr int first_pass = few_rows_first_pass<Tokens>();
   few_rows_tile<OutRows, first_pass>(w, w_stride, x, x_stride, in_features, y, y_stride);
   if constexpr (Tokens > first_pass)
-    few_rows_tile<OutRows, Tokens - first_pass>(w, w_stride, x + first_pass * x_stride, x_stride, in_features,
-                                                y + first_pass * y_stride, y_stride);
+    few_rows_passes<OutRows, Tokens - first_pass>(w, w_stride, x + first_pass * x_stride, x_stride, in_features,
+                                                  y + first_pass * y_stride, y_stride);
 }
 
 template <int Tokens, class W>
 void linear_few_rows_vectors(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
                              tensor_view<float, 2> y) {
-  static_assert(Tokens - few_rows_first_pass<Tokens>() <= few_rows_tuning::max_pass_rows, "at most two passes");
   constexpr int out_rows = few_rows_out_rows<few_rows_first_pass<Tokens>()>();
   const index_t in_features = x.extent(1), out_features = w.extent(0);
   const index_t groups = (out_features + out_rows - 1) / out_rows;

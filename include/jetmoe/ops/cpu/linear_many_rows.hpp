@@ -185,7 +185,7 @@ void linear_panels(const exec::cpu& policy, tensor_view<const float, 2> x, tenso
 }
 #endif  // JETMOE_CPU_VECTORS
 
-// T > few_rows_tuning::max_rows (15 with AVX-512, else 8): the panel kernel (one vector of
+// T > few_rows_tuning::max_rows (23 with AVX-512, else 8): the panel kernel (one vector of
 // tokens per panel when that holds them all), or Eigen where the compiler lacks vector extensions.
 template <class W>
 void linear_many_rows(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
