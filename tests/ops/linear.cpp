@@ -40,12 +40,13 @@ void run_shapes() {
   // T covers the few-rows path (with AVX-512 the register tiles, one instantiation per T ≤ 23,
   // 9…16 in two passes, 17…23 in three; else the portable loop, T ≤ 8) and the token-panel
   // path: two panel vectors (24 with AVX-512; 9…16 are one with AVX2), partial last panels
-  // (17, 33) and several panels (64). The one-vector panel that AVX-512 builds no longer reach
+  // (17, 33; AVX-512: 33 is a panel and one few-rows row, 60 two panels with 28 rows in the
+  // second, 87 two full ones and 23 few-rows rows) and several panels (64). The one-vector panel that AVX-512 builds no longer reach
   // through ops::linear is called directly in the test of the other kernels below. Widths: in = 256 and 257 put a k-chunk edge at the end and one past it,
   // in = 513 a short last portable-loop chunk and a 1-element tail past the 16 lanes, in = 7
   // only a tail; out = 29, 30, 37, 300 leave partial groups of output features for every
   // vector width and row count.
-  const index_t row_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 20, 21, 23, 24, 33, 64};
+  const index_t row_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 20, 21, 23, 24, 33, 60, 64, 87};
   const std::pair<index_t, index_t> widths[] = {{1, 1},    {7, 5},    {64, 300}, {513, 37},
                                                 {1030, 19}, {256, 29}, {257, 30}};
   for (const std::uint32_t seed : {1u, 2u}) {
@@ -115,14 +116,15 @@ TEMPLATE_TEST_CASE("linear gives bit-identical results for any thread count", "[
   }
 }
 
-TEMPLATE_TEST_CASE("linear: a row's result does not depend on the other rows in the call", "[ops][linear]",
+TEMPLATE_TEST_CASE("linear: a row's result depends on where T puts it, not on the other rows", "[ops][linear]",
                    float, bf16, half) {
 #if defined(JETMOE_CPU_VECTORS)
   // Both kernels sum every y[t, o] in one fixed order whatever tile or task it lands in: the
-  // panel path k in order, the few-rows path in dot.hpp's 16 lanes. So rows 5…44 of a 70-row
-  // call equal a 40-row call on the same rows (both two-vector panels for every SIMD width:
-  // T > 16), and each row of a call with as many rows as the few-rows path takes (23 with
-  // AVX-512: three passes; else 8) equals a 1-row call (a different tile shape).
+  // panels k in order, the few-rows tiles in dot.hpp's 16 lanes; a many-rows call puts its
+  // last ragged_rows(T) rows in the few-rows tiles (AVX-512: 70 → 64 + 6, 40 → 32 + 8). So a
+  // row in the panels of a 70-row call equals the same row in the panels of a 40-row call on
+  // rows 5…44, and every row the few-rows tiles take (the remainders, and each row of a call
+  // with as many rows as that path takes: 23 with AVX-512, else 8) equals a 1-row call.
   std::mt19937 rng(12);
   const index_t in = 333, out = 61;
   tensor<float, 2> x({70, in});
@@ -130,19 +132,29 @@ TEMPLATE_TEST_CASE("linear: a row's result does not depend on the other rows in 
   op_test::fill_normal(x.view(), rng);
   op_test::fill_normal(w.view(), rng, 0.05f);
   const auto x_rows = [&](index_t first, index_t last) { return tensor_view<const float, 2>(x.view()).slice(0, first, last); };
-  tensor<float, 2> y_all({70, out}), y_part({40, out});
-  ops::linear(op_test::two_threads, x.view(), std::as_const(w).view(), y_all.view());
-  ops::linear(op_test::two_threads, x_rows(5, 45), std::as_const(w).view(), y_part.view());
-  for (index_t t = 0; t < 40; ++t)
+  const auto w_view = std::as_const(w).view();
+  tensor<float, 2> y_one({1, out});  // (1, out)
+  const auto check_one_row_calls = [&](const tensor<float, 2>& y, index_t first_x_row, index_t from) {
+    for (index_t t = from; t < y.extent(0); ++t) {
+      ops::linear(op_test::two_threads, x_rows(first_x_row + t, first_x_row + t + 1), w_view, y_one.view());
+      for (index_t o = 0; o < out; ++o) REQUIRE(y_one(0, o) == y(t, o));
+    }
+  };
+  tensor<float, 2> y_all({70, out}), y_part({40, out});  // (70, out), (40, out)
+  ops::linear(op_test::two_threads, x.view(), w_view, y_all.view());
+  ops::linear(op_test::two_threads, x_rows(5, 45), w_view, y_part.view());
+  const index_t paneled_all = 70 - ops::cpu_detail::ragged_rows(70);
+  const index_t paneled_part = 40 - ops::cpu_detail::ragged_rows(40);
+  REQUIRE(paneled_part + 5 <= paneled_all);
+  for (index_t t = 0; t < paneled_part; ++t)
     for (index_t o = 0; o < out; ++o) REQUIRE(y_part(t, o) == y_all(t + 5, o));
+  check_one_row_calls(y_all, 0, paneled_all);
+  check_one_row_calls(y_part, 5, paneled_part);
 
   const index_t few = ops::cpu_detail::few_rows_tuning::max_rows;
-  tensor<float, 2> y_few({few, out}), y_one({1, out});
-  ops::linear(op_test::two_threads, x_rows(0, few), std::as_const(w).view(), y_few.view());
-  for (index_t t = 0; t < few; ++t) {
-    ops::linear(op_test::two_threads, x_rows(t, t + 1), std::as_const(w).view(), y_one.view());
-    for (index_t o = 0; o < out; ++o) REQUIRE(y_one(0, o) == y_few(t, o));
-  }
+  tensor<float, 2> y_few({few, out});  // (few, out)
+  ops::linear(op_test::two_threads, x_rows(0, few), w_view, y_few.view());
+  check_one_row_calls(y_few, 0, 0);
 #else
   SUCCEED("this compiler uses the Eigen fallbacks, whose blocking may depend on T");
 #endif

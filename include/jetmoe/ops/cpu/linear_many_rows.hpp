@@ -9,10 +9,18 @@
 // more than one used by 256; Eigen's GEMM, which packs the weight panel for every call, ran at
 // half its speed on 16 rows. Measured on a 2-core AMD EPYC (AVX-512): 1.3–2.4× Eigen's speed
 // for 9…2048 rows. Compilers without GCC vector extensions get the Eigen GEMM instead.
+//
+// A ragged last panel would multiply zeros: 66 rows fill two 32-token panels and put 2 tokens
+// in a third that costs as much as a full one (each panel streams all the weights). With
+// AVX-512 a remainder of up to few_rows_tuning::max_rows (23) rows goes to the few-rows kernel
+// instead, whose cost follows the row count (T = 33…270 on four expert projections of the same
+// host: 1.05–1.75× the all-panel speed, most where the last panel is emptiest).
+//
 // Tiles depend only on the shapes, never on the thread count, and each output element is
-// produced by exactly one task, so results are identical for any number of threads. On the
-// panel path every y[t, o] is the same k-ordered sum whichever tile holds it, so a row's
-// result does not depend on how many other rows share the call either.
+// produced by exactly one task, so results are identical for any number of threads. Every
+// y[t, o] in a full panel is the same k-ordered sum whichever tile holds it; the remainder's
+// rows have dot.hpp's order. So a row's bits depend on the values and on whether it falls in
+// the panels or the remainder, which T alone decides (ragged_rows), not on the other rows' values.
 #pragma once
 
 #include <algorithm>
@@ -25,6 +33,7 @@
 #include "jetmoe/core/view.hpp"
 #include "jetmoe/exec/cpu.hpp"
 #include "jetmoe/ops/cpu/eigen_map.hpp"
+#include "jetmoe/ops/cpu/linear_few_rows.hpp"
 #include "jetmoe/ops/cpu/simd.hpp"
 #include "jetmoe/ops/cpu/widen.hpp"
 
@@ -185,16 +194,34 @@ void linear_panels(const exec::cpu& policy, tensor_view<const float, 2> x, tenso
 }
 #endif  // JETMOE_CPU_VECTORS
 
+#if defined(JETMOE_CPU_VECTORS)
+// Tokens of a two-vector panel, the shape linear_many_rows uses above one vector.
+inline constexpr index_t wide_panel_tokens = 2 * simd_traits::lanes;
+
+// The last rows of a T-row call that linear_many_rows hands to the few-rows kernel: the
+// partial last panel when the few-rows register tiles can take it, else none.
+inline index_t ragged_rows(index_t rows) {
+  if (!few_rows_register_tiles || rows <= wide_panel_tokens) return 0;
+  const index_t ragged = rows % wide_panel_tokens;
+  return ragged <= few_rows_tuning::max_rows ? ragged : 0;
+}
+#endif
+
 // T > few_rows_tuning::max_rows (23 with AVX-512, else 8): the panel kernel (one vector of
-// tokens per panel when that holds them all), or Eigen where the compiler lacks vector extensions.
+// tokens per panel when that holds them all, else two, with a ragged remainder in the
+// few-rows kernel), or Eigen where the compiler lacks vector extensions.
 template <class W>
 void linear_many_rows(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
                       tensor_view<float, 2> y) {
 #if defined(JETMOE_CPU_VECTORS)
-  if (x.extent(0) <= simd_traits::lanes)
+  const index_t rows = x.extent(0);
+  if (rows <= simd_traits::lanes) {
     linear_panels<1>(policy, x, w, y);
-  else
-    linear_panels<2>(policy, x, w, y);
+    return;
+  }
+  const index_t paneled = rows - ragged_rows(rows);
+  linear_panels<2>(policy, x.slice(0, 0, paneled), w, y.slice(0, 0, paneled));
+  if (paneled < rows) linear_few_rows(policy, x.slice(0, paneled, rows), w, y.slice(0, paneled, rows));
 #else
   linear_eigen_tiles(policy, x, w, y);
 #endif
