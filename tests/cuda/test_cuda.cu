@@ -37,6 +37,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <string>
@@ -223,6 +224,22 @@ TEST_CASE("exec::cuda without a device: unbound policy, error formatting, size c
   CHECK(pool::size_class(513) == 1024);
   CHECK(pool::size_class((1u << 20) + 1) == 2u << 20);
   CHECK(pool::size_class((300u << 20) + 1) == 304u << 20);
+
+  // The pointer check is off unless asked for, and JETMOE_CUDA_CHECK_POINTERS asks only when it
+  // is set to something other than "" or "0".
+  CHECK_FALSE(unbound.check_pointers);
+  const char* saved = std::getenv("JETMOE_CUDA_CHECK_POINTERS");
+  const std::string saved_value = saved ? saved : "";
+  unsetenv("JETMOE_CUDA_CHECK_POINTERS");
+  CHECK_FALSE(exec::cuda::pointer_checks_requested());
+  const std::pair<const char*, bool> settings[] = {{"", false}, {"0", false}, {"1", true}, {"on", true}};
+  for (const auto& [value, wanted] : settings) {
+    setenv("JETMOE_CUDA_CHECK_POINTERS", value, 1);
+    INFO("JETMOE_CUDA_CHECK_POINTERS=" << value);
+    CHECK(exec::cuda::pointer_checks_requested() == wanted);
+  }
+  if (saved) setenv("JETMOE_CUDA_CHECK_POINTERS", saved_value.c_str(), 1);
+  else unsetenv("JETMOE_CUDA_CHECK_POINTERS");
 }
 
 // ==== policy and transfers ==============================================================================
@@ -760,7 +777,7 @@ TEST_CASE("ops::attention on CUDA with a key count on the device: the keys past 
   const std::int32_t host_count = 5;
   options.key_count = &host_count;
   CHECK_THROWS_WITH(ops::attention(gpu(), dq.view(), dkv.view(), dkv.view(), dout.view(), options),
-                    Catch::Contains("key_count is in host memory"));
+                    Catch::Contains("host memory passed as key_count"));
 }
 
 // ==== routing ===========================================================================================
@@ -829,6 +846,43 @@ TEST_CASE("sigmoid_top_k on CUDA rejects a selection bias in host memory", "[cud
   const routing::sigmoid_top_k router{host_bias.view(), 4, 2, true, 1.0f};
   CHECK_THROWS_WITH(router.route(gpu(), logits.view(), 2, ids.view(), gates.view()),
                     Catch::Contains("selection_bias") && Catch::Contains("host memory"));
+}
+
+TEST_CASE("exec::cuda::check_pointers: a host operand is an error naming the op and the operand; nothing is written",
+          "[cuda][ops][routing]") {
+  SKIP_WITHOUT_GPU();
+  gpu_policy checked = gpu();  // the same stream and pool, with the debug check on
+  checked.check_pointers = true;
+  std::mt19937 rng(21);
+  const auto x = random_tensor<float, 2>(rng, make_dims(6, 32));           // (6, 32) host
+  const auto w = random_tensor<bf16, 2>(rng, make_dims(24, 32), 0.5f);     // (24, 32) host
+  const auto dx = up(x);
+  const auto dw = up(w);
+  auto dy = tensor<float, 2, gpu_policy>::zeros(checked, make_dims(6, 24));  // (6, 24) device
+  const auto y_untouched = [&] {
+    const tensor<float, 2> y = down(dy);
+    for (index_t i = 0; i < y.size(); ++i) REQUIRE(y.data()[i] == 0.0f);
+  };
+  CHECK_THROWS_WITH(ops::linear(checked, x.view(), dw.view(), dy.view()),
+                    Catch::Contains("ops::linear: host memory passed as x"));
+  CHECK_THROWS_WITH(ops::linear(checked, dx.view(), w.view(), dy.view()),
+                    Catch::Contains("ops::linear: host memory passed as the weight"));
+  y_untouched();
+
+  // Device operands pass, views into the middle of an allocation too, and give the usual result.
+  const auto dx_rows = tensor_view<const float, 2>(dx.view()).slice(0, 2, 6);  // (4, 32) rows 2…5
+  tensor<float, 2> want(make_dims(4, 24));
+  ops::linear(cpu, tensor_view<const float, 2>(x.view()).slice(0, 2, 6), w.view(), want.view());
+  ops::linear(checked, dx_rows, dw.view(), dy.view().slice(0, 0, 4));
+  check_close(down_rows(dy, 4), want, 1e-5, 1e-6, nullptr, "checked linear");
+
+  // A routing primitive: the gather's rows.
+  tensor<std::int32_t, 1> host_index(make_dims(3));  // (3)
+  host_index(0) = 3, host_index(1) = 0, host_index(2) = 5;
+  const auto index = up(host_index);                                       // (3) device
+  tensor<float, 2, gpu_policy> gathered(checked, make_dims(3, 32));        // (3, 32)
+  CHECK_THROWS_WITH(routing::gather(checked, x.view(), index.view(), gathered.view()),
+                    Catch::Contains("routing::gather: host memory passed as the rows"));
 }
 
 TEST_CASE("routers on CUDA rank NaN logits as the CPU does: below every number, lower index first",

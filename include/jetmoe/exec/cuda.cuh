@@ -373,6 +373,20 @@ struct cuda {
   // bound and always keep fp32 activations.
   bool tensor_cores = true;
 
+  // Debug aid: every op first checks that its operands are in device (or managed) memory, so a
+  // host tensor handed to a CUDA op is a jetmoe::error naming the op and the operand instead of
+  // an illegal-address fault, which ends the CUDA context. Costs one cudaPointerGetAttributes
+  // per operand per call, so it is off unless set here or by JETMOE_CUDA_CHECK_POINTERS=1 in
+  // the environment (read by create()). The ops that also take host memory for an input (the
+  // attention mask, the RoPE positions, the embedding ids, the loss mask) check that one always.
+  bool check_pointers = false;
+
+  // Whether JETMOE_CUDA_CHECK_POINTERS asks for check_pointers: set, and neither empty nor "0".
+  static bool pointer_checks_requested() {
+    const char* value = std::getenv("JETMOE_CUDA_CHECK_POINTERS");
+    return value != nullptr && value[0] != '\0' && std::string_view(value) != "0";
+  }
+
   cuda() = default;
 
   // A context on `device` with a new non-blocking stream and a new memory pool.
@@ -385,6 +399,7 @@ struct cuda {
     ctx->pool = std::make_shared<device_memory_pool>(device);
     init_status(*ctx);
     cuda policy;
+    policy.check_pointers = pointer_checks_requested();
     policy.ctx_ = std::move(ctx);
     return policy;
   }
@@ -402,6 +417,7 @@ struct cuda {
     init_status(*ctx);
     cuda policy;
     policy.tensor_cores = tensor_cores;
+    policy.check_pointers = check_pointers;
     policy.ctx_ = std::move(ctx);
     return policy;
   }

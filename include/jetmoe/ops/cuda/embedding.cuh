@@ -25,6 +25,7 @@ struct embedding_impl<exec::cuda> {
   template <class W>
   static void run(const exec::cuda& policy, tensor_view<const W, 2> table, tensor_view<const std::int64_t, 1> ids,
                   tensor_view<float, 2> out) {
+    cuda_detail::check_operands(policy, "ops::embedding", {{"the table", table}, {"the output", out}});
     const index_t vocab = table.extent(0), tokens = ids.extent(0);
     if (tokens == 0) return;
     constexpr int block = 256;

@@ -3,6 +3,10 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
+#include <initializer_list>
+
+#include "jetmoe/core/view.hpp"
 #include "jetmoe/exec/cuda.cuh"
 
 namespace jetmoe::ops::cuda_detail {
@@ -22,8 +26,27 @@ inline bool is_device_pointer(const void* ptr) {
 
 // Rejects a host pointer where the op needs device memory, with a message saying which input.
 inline void check_on_device(const void* ptr, const char* who, const char* what) {
-  check(ptr == nullptr || is_device_pointer(ptr), who, ": ", what,
-        " is in host memory; the CUDA backend needs device memory (exec::to_device)");
+  check(ptr == nullptr || is_device_pointer(ptr), who, ": host memory passed as ", what,
+        "; the CUDA backend needs device memory (exec::to_device)");
+}
+
+// One input or output of an op, for check_operands: its name and where its data is (none for
+// an empty view, which the op never dereferences).
+struct operand {
+  const char* what;
+  const void* ptr;
+  template <class T, std::size_t Rank>
+  operand(const char* name, tensor_view<T, Rank> view) : what(name), ptr(view.empty() ? nullptr : view.data()) {}
+};
+
+// The debug check of exec::cuda::check_pointers: with it on, an operand in host memory is a
+// jetmoe::error naming the op and the operand, where it would otherwise be an illegal-address
+// fault in the kernel, which ends the CUDA context. Off (the default) it costs nothing; on,
+// one cudaPointerGetAttributes per operand per call (host time only: a replayed CUDA graph
+// runs none of it).
+inline void check_operands(const exec::cuda& policy, const char* who, std::initializer_list<operand> operands) {
+  if (!policy.check_pointers) return;
+  for (const operand& o : operands) check_on_device(o.ptr, who, o.what);
 }
 
 }  // namespace jetmoe::ops::cuda_detail

@@ -19,6 +19,7 @@
 #include "jetmoe/exec/cuda.cuh"
 #include "jetmoe/kernels/gemm.cuh"
 #include "jetmoe/kernels/gemm_wmma.cuh"
+#include "jetmoe/ops/cuda/launch.cuh"
 #include "jetmoe/ops/linear.hpp"
 
 namespace jetmoe::ops {
@@ -109,6 +110,7 @@ struct linear_impl<exec::cuda> {
   static void run(const exec::cuda& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
                   tensor_view<float, 2> y) {
     if (y.empty()) return;
+    cuda_detail::check_operands(policy, "ops::linear", {{"x", x}, {"the weight", w}, {"y", y}});
     const index_t rows = x.extent(0), k = x.extent(1), out = w.extent(0);
     // Leading dimensions as cuBLAS wants them: at least the row length, even for a single row.
     const index_t ldx = std::max(x.stride(0), k), ldw = std::max(w.stride(0), k), ldy = std::max(y.stride(0), out);

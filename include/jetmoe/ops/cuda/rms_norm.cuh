@@ -3,6 +3,7 @@
 
 #include "jetmoe/exec/cuda.cuh"
 #include "jetmoe/kernels/rowwise.cuh"
+#include "jetmoe/ops/cuda/launch.cuh"
 #include "jetmoe/ops/rms_norm.hpp"
 
 namespace jetmoe::ops {
@@ -13,6 +14,7 @@ struct rms_norm_impl<exec::cuda> {
   template <class W>
   static void run(const exec::cuda& policy, tensor_view<const float, 2> x, tensor_view<const W, 1> weight, float eps,
                   tensor_view<float, 2> y) {
+    cuda_detail::check_operands(policy, "ops::rms_norm", {{"x", x}, {"the weight", weight}, {"y", y}});
     if (x.empty()) return;
     // 256 threads cover H = 2048 in 8 loads each; one block per row up to the grid cap.
     constexpr int block = 256;

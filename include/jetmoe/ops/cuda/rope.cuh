@@ -22,6 +22,7 @@ struct rope_impl<exec::cuda> {
   // positions in a decode loop).
   static void run(const exec::cuda& policy, tensor_view<float, 3> x, tensor_view<const std::int64_t, 1> positions,
                   float theta) {
+    cuda_detail::check_operands(policy, "ops::rope", {{"x", x}});
     const index_t half_width = x.extent(2) / 2;
     check(half_width <= kernels::rope_max_half_width, "ops::rope: D = ", x.extent(2), " exceeds the CUDA backend's ",
           2 * kernels::rope_max_half_width);

@@ -5,6 +5,7 @@
 
 #include "jetmoe/exec/cuda.cuh"
 #include "jetmoe/kernels/rowwise.cuh"
+#include "jetmoe/ops/cuda/launch.cuh"
 #include "jetmoe/ops/softmax.hpp"
 
 namespace jetmoe::ops {
@@ -13,6 +14,7 @@ template <>
 struct softmax_impl<exec::cuda> {
   // x: (T, N), in place. A row of all −Inf becomes NaN, as on the CPU.
   static void run(const exec::cuda& policy, tensor_view<float, 2> x) {
+    cuda_detail::check_operands(policy, "ops::softmax", {{"x", x}});
     if (x.empty()) return;
     // Rows are short in this library (experts, or a vocabulary at sampling): 128 threads.
     constexpr int block = 128;

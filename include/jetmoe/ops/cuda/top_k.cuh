@@ -10,6 +10,7 @@
 
 #include "jetmoe/exec/cuda.cuh"
 #include "jetmoe/kernels/rowwise.cuh"
+#include "jetmoe/ops/cuda/launch.cuh"
 #include "jetmoe/ops/top_k.hpp"
 
 namespace jetmoe::ops {
@@ -19,6 +20,7 @@ struct top_k_impl<exec::cuda> {
   // x: (T, N); values, indices: (T, k). Device memory.
   static void run(const exec::cuda& policy, tensor_view<const float, 2> x, tensor_view<float, 2> values,
                   tensor_view<std::int32_t, 2> indices) {
+    cuda_detail::check_operands(policy, "ops::top_k", {{"x", x}, {"values", values}, {"indices", indices}});
     const index_t rows = x.extent(0), n = x.extent(1), k = values.extent(1);
     if (rows == 0) return;
     constexpr int block = 256;  // 8 rows per block

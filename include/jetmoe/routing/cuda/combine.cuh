@@ -8,6 +8,7 @@
 
 #include "jetmoe/exec/cuda.cuh"
 #include "jetmoe/kernels/routing.cuh"
+#include "jetmoe/ops/cuda/launch.cuh"
 #include "jetmoe/routing/combine.hpp"
 
 namespace jetmoe::routing {
@@ -18,6 +19,7 @@ struct combine_impl<exec::cuda> {
   template <class B>
   static void run(const exec::cuda& policy, const routing_plan<exec::cuda>& plan, tensor_view<const float, 2> z,
                   tensor_view<float, 2> y, tensor_view<const B, 1> bias) {
+    ops::cuda_detail::check_operands(policy, "routing::combine", {{"z", z}, {"y", y}, {"the bias", bias}});
     check(y.extent(1) <= 1 || (z.stride(1) == 1 && y.stride(1) == 1), "routing::combine: rows of z and y must be contiguous");
     check(bias.extent(0) <= 1 || bias.stride(0) == 1, "routing::combine: the bias must be contiguous");
     if (y.empty()) return;

@@ -12,6 +12,7 @@
 
 #include "jetmoe/exec/cuda.cuh"
 #include "jetmoe/kernels/routing.cuh"
+#include "jetmoe/ops/cuda/launch.cuh"
 #include "jetmoe/routing/expert_choice.hpp"
 
 namespace jetmoe::routing {
@@ -21,6 +22,8 @@ struct expert_choice_impl<exec::cuda> {
   // expert_ids, gates: (T, E), the row rule's output (ids all no_expert, gates = probabilities).
   static void take_tokens(const exec::cuda& policy, index_t per_expert, tensor_view<std::int32_t, 2> expert_ids,
                           tensor_view<float, 2> gates) {
+    ops::cuda_detail::check_operands(policy, "routing::expert_choice",
+                                      {{"the expert ids", expert_ids}, {"the gates", gates}});
     const index_t tokens = gates.extent(0), experts = gates.extent(1), n = tokens * experts;
     if (n == 0) return;
     check(n < std::numeric_limits<std::int32_t>::max(), "routing::expert_choice (CUDA): ", n,

@@ -19,6 +19,7 @@
 
 #include "jetmoe/exec/cuda.cuh"
 #include "jetmoe/kernels/gemm.cuh"
+#include "jetmoe/ops/cuda/launch.cuh"
 #include "jetmoe/ops/cuda/linear.cuh"
 #include "jetmoe/routing/grouped_linear.hpp"
 
@@ -35,6 +36,7 @@ struct grouped_linear_impl<exec::cuda> {
   template <class W>
   static void linear(const policy_type& policy, const plan_type& plan, const expert_input& in,
                      tensor_view<const W, 3> w, tensor_view<float, 2> ys, scratch_type& /*scratch*/) {
+    ops::cuda_detail::check_operands(policy, "routing::grouped_linear", {{"the output", ys}});
     kernels::gemm_args<W> a = args_for(policy, plan, in, w, w.extent(1));
     a.y = ys.data();
     a.ldy = std::max(ys.stride(0), ys.extent(1));
@@ -45,6 +47,7 @@ struct grouped_linear_impl<exec::cuda> {
   template <class W>
   static void glu(const policy_type& policy, const plan_type& plan, const expert_input& in, tensor_view<const W, 3> w,
                   tensor_view<float, 2> u, scratch_type& /*scratch*/) {
+    ops::cuda_detail::check_operands(policy, "routing::grouped_glu", {{"the output", u}});
     kernels::gemm_args<W> a = args_for(policy, plan, in, w, w.extent(1) / 2);
     a.y = u.data();
     a.ldy = std::max(u.stride(0), u.extent(1));
@@ -56,6 +59,8 @@ struct grouped_linear_impl<exec::cuda> {
   static void glu_mlp(const policy_type& policy, const plan_type& plan, const expert_input& in,
                       tensor_view<const W, 3> w_in, tensor_view<const W, 3> w_out, tensor_view<float, 2> z,
                       scratch_type& scratch) {
+    ops::cuda_detail::check_operands(policy, "routing::grouped_glu_mlp",
+                                      {{"the output projection's weights", w_out}, {"the output", z}});
     check(z.extent(1) <= 1 || z.stride(1) == 1, "routing::grouped_glu_mlp: rows of the output must be contiguous");
     const index_t rows = plan.max_sorted_rows(), inner = w_out.extent(2);  // R (N on the device), I
     if (rows == 0 || z.extent(1) == 0) return;
@@ -107,6 +112,9 @@ struct grouped_linear_impl<exec::cuda> {
   template <class W>
   static kernels::gemm_args<W> args_for(const policy_type& policy, const plan_type& plan, const expert_input& in,
                                         tensor_view<const W, 3> w, index_t out) {
+    ops::cuda_detail::check_operands(policy, "routing: grouped expert linear",
+                                      {{"the expert input rows", in.rows}, {"the row index", in.index},
+                                       {"the expert weights", w}});
     check(in.rows.extent(1) <= 1 || in.rows.stride(1) == 1, "routing: rows of the expert input must be contiguous");
     check(w.extent(2) <= 1 || w.stride(2) == 1, "routing: rows of the expert weights must be contiguous");
     check(!in.through_index || in.index.extent(0) <= 1 || in.index.stride(0) == 1,

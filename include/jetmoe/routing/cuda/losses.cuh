@@ -31,6 +31,8 @@ struct losses_impl<exec::cuda> {
     const index_t experts = logits[0].extent(1);
     index_t rows = 0;
     for (const auto& t : logits) rows += t.extent(0);
+    for (const auto& t : logits)
+      ops::cuda_detail::check_operands(policy, "routing losses", {{"a layer's router logits", t}});
     check(rows < (index_t{1} << 31), "routing losses (CUDA): too many rows");
 
     tensor<Mask, 2, exec::cuda> uploaded_mask;  // (B, S), only for a host mask

@@ -29,6 +29,8 @@ struct route_rows_impl<exec::cuda> {
                                                          "device, so it must be trivially copyable");
     const index_t tokens = logits.extent(0), experts = logits.extent(1);
     if (tokens == 0) return;
+    ops::cuda_detail::check_operands(policy, "routing::route_rows",
+                                      {{"the logits", logits}, {"the expert ids", expert_ids}, {"the gates", gates}});
     check(experts <= 1 || logits.stride(1) == 1, "routing::route_rows: rows of the logits must be contiguous");
     if constexpr (requires { rule.input_pointers(); })
       for (const void* input : rule.input_pointers())
