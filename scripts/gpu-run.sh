@@ -8,7 +8,9 @@
 #
 #   1. device run: command "bash scripts/gpu-run.sh check", carry ["gpu-bundle"], timeout_s 300
 #        info       nvidia-smi, clocks, tool versions, the binaries' libraries           (≤ 20 s)
-#        tests      test_cuda: every CUDA op, primitive and the model vs CPU/transformers  (≤ 75 s)
+#        tests      test_cuda: every CUDA op, primitive and the model vs CPU/transformers,
+#                   with JETMOE_CUDA_CHECK_POINTERS=1 (an operand wrongly taken for host
+#                   memory fails here; the sanitizer stages run with the check off)     (≤ 75 s)
 #        cli        jetmoe-generate and jetmoe-forward --device cuda on the bundled demo
 #                   model, diffed against the same tools on the CPU                        (≤ 40 s)
 #        memcheck   compute-sanitizer memcheck over every test, JETMOE_CUDA_POOL=off:
@@ -144,7 +146,7 @@ stage_clocks() {
 
 stage_tests() {
   need "$bundle/test_cuda" || return
-  "$bundle/test_cuda" --durations yes
+  JETMOE_CUDA_CHECK_POINTERS=1 "$bundle/test_cuda" --durations yes
 }
 
 # jetmoe-generate and jetmoe-forward on the demo model, CUDA against CPU (fp32 weights on both,

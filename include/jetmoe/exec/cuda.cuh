@@ -377,8 +377,10 @@ struct cuda {
   // host tensor handed to a CUDA op is a jetmoe::error naming the op and the operand instead of
   // an illegal-address fault, which ends the CUDA context. Costs one cudaPointerGetAttributes
   // per operand per call, so it is off unless set here or by JETMOE_CUDA_CHECK_POINTERS=1 in
-  // the environment (read by create()). The ops that also take host memory for an input (the
-  // attention mask, the RoPE positions, the embedding ids, the loss mask) check that one always.
+  // the environment (read by create()). Pinned or mapped host memory counts as host memory
+  // here, although a kernel could read it. The ops that also take host memory for an input (the
+  // attention mask, the RoPE positions, the embedding ids, the loss mask) tell the two apart
+  // always, and upload a host one.
   bool check_pointers = false;
 
   // Whether JETMOE_CUDA_CHECK_POINTERS asks for check_pointers: set, and neither empty nor "0".

@@ -113,7 +113,8 @@ struct grouped_linear_impl<exec::cuda> {
   static kernels::gemm_args<W> args_for(const policy_type& policy, const plan_type& plan, const expert_input& in,
                                         tensor_view<const W, 3> w, index_t out) {
     ops::cuda_detail::check_operands(policy, "routing: grouped expert linear",
-                                      {{"the expert input rows", in.rows}, {"the row index", in.index},
+                                      {{"the expert input rows", in.rows},
+                                       {"the row index", in.through_index ? in.index : decltype(in.index){}},
                                        {"the expert weights", w}});
     check(in.rows.extent(1) <= 1 || in.rows.stride(1) == 1, "routing: rows of the expert input must be contiguous");
     check(w.extent(2) <= 1 || w.stride(2) == 1, "routing: rows of the expert weights must be contiguous");
