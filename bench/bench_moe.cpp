@@ -633,6 +633,8 @@ void bm_linear_rows(benchmark::State& state, projection pr, index_t T) {
         benchmark::DoNotOptimize(p.y.data());
       },
       [&] {
+        // The panel kernel alone for these row counts (≤ 24): linear_many_rows hands the
+        // few-rows kernel a remainder only from 33 rows on.
         jetmoe::ops::cpu_detail::linear_many_rows(policy(), x, w, p.y.view());
         benchmark::DoNotOptimize(p.y.data());
       });

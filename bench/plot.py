@@ -281,7 +281,7 @@ def linear_rows_table(records):
     out = [f"**ops::linear on one expert projection** (bf16 weights from cold caches): GFLOP/s of `ops::linear`, "
            f"which takes the few-rows kernel up to {few_max:.0f} rows in this build, and in brackets its speed "
            "relative to the panel kernel called directly on the same data in the same iterations "
-           "(×1.00 where both are the panel kernel)", ""]
+           "(≈ ×1 where both are the panel kernel, which only timing noise moves)", ""]
     out += ["| projection | " + " | ".join(f"T = {t}" for t in counts) + " |", "|---|" + "---:|" * len(counts)]
     for name in dict.fromkeys(r["labels"][0] for r in rows):
         cells = []

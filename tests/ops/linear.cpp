@@ -39,14 +39,16 @@ template <class W>
 void run_shapes() {
   // T covers the few-rows path (with AVX-512 the register tiles, one instantiation per T ≤ 23,
   // 9…16 in two passes, 17…23 in three; else the portable loop, T ≤ 8) and the token-panel
-  // path: two panel vectors (24 with AVX-512; 9…16 are one with AVX2), partial last panels
-  // (17, 33; AVX-512: 33 is a panel and one few-rows row, 60 two panels with 28 rows in the
-  // second, 87 two full ones and 23 few-rows rows) and several panels (64). The one-vector panel that AVX-512 builds no longer reach
-  // through ops::linear is called directly in the test of the other kernels below. Widths: in = 256 and 257 put a k-chunk edge at the end and one past it,
-  // in = 513 a short last portable-loop chunk and a 1-element tail past the 16 lanes, in = 7
-  // only a tail; out = 29, 30, 37, 300 leave partial groups of output features for every
-  // vector width and row count.
-  const index_t row_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 20, 21, 23, 24, 33, 60, 64, 87};
+  // path: with AVX-512 one two-vector panel (24), a panel and a few-rows remainder (33, 55:
+  // 32 + 23, 87: 64 + 23), a partial last panel (56: 32 + 24, 60) and several panels (64);
+  // with AVX2 two-vector panels of 16 from 9 rows on, partial ones at 17 and 33. The one-vector
+  // panel, which no build reaches through ops::linear now, is called directly in the test of
+  // the other kernels below. Widths: in = 256 and 257 put a k-chunk edge at the end and one
+  // past it, in = 513 a short last portable-loop chunk and a 1-element tail past the 16 lanes,
+  // in = 7 only a tail; out = 29, 30, 37, 300 leave partial groups of output features for
+  // every vector width and row count.
+  const index_t row_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+                                15, 16, 17, 20, 21, 23, 24, 33, 55, 56, 60, 64, 87};
   const std::pair<index_t, index_t> widths[] = {{1, 1},    {7, 5},    {64, 300}, {513, 37},
                                                 {1030, 19}, {256, 29}, {257, 30}};
   for (const std::uint32_t seed : {1u, 2u}) {
@@ -74,7 +76,7 @@ TEMPLATE_TEST_CASE("linear matches a double reference for float, bf16 and half w
 TEMPLATE_TEST_CASE("linear reads strided views: rows of x, expert slices of w, columns of y", "[ops][linear]",
                    float, bf16, half) {
   std::mt19937 rng(7);
-  for (const index_t rows : {1, 5, 20}) {
+  for (const index_t rows : {1, 5, 20, 40, 60}) {  // AVX-512: few rows, then panels with and without a remainder
     const index_t in = 48, out = 70, experts = 3;
     tensor<float, 2> x_wide({rows, in + 11});           // (T, in + 11): x is its first `in` columns
     tensor<TestType, 3> w_all({experts, out, in});      // (E, out, in): we use expert 1

@@ -5,9 +5,9 @@
 //    on the weights — linear_few_rows.hpp.
 //  * many rows (prefill, expert tiles): compute-bound — linear_many_rows.hpp.
 // Both produce each output element in exactly one task, with tiles that depend only on the
-// shapes, so results are identical for any number of threads. Each y[t, o] is summed in one of
-// two fixed orders (k order in a token panel, dot.hpp's 16 lanes in the few-rows tiles), and
-// which one depends only on T and t, never on the other rows' values.
+// shapes, so results are identical for any number of threads. Each y[t, o] is summed in a
+// fixed order that depends only on T and t, never on the other rows' values (with vector
+// extensions: k order in a token panel, dot.hpp's 16 lanes in the few-rows code).
 #pragma once
 
 #include "jetmoe/core/view.hpp"

@@ -14,8 +14,8 @@
 // the portable loop below for T ≤ 8.
 //
 // Above 8 tokens the accumulators no longer fit, so 9…23 tokens run as several passes over
-// the same weight rows, the later ones reading them from L1/L2: 8 tokens a pass while more
-// than 12 are left, then T − 4 and the last 4 (9 → 5 + 4, 16 → 8 + 8, 17 → 8 + 5 + 4,
+// the same weight rows, the later ones reading them from L1/L2: a pass takes all the tokens
+// left up to 8, but of 9…12 left it takes all but 4 (9 → 5 + 4, 16 → 8 + 8, 17 → 8 + 5 + 4,
 // 23 → 8 + 8 + 7). The panel kernel (linear_many_rows.hpp) would give them one 16-token
 // vector, or two for 17…32, so its time moves in steps of 16 tokens, while passes cost in
 // proportion to T. Measured on the same host, bf16 weights streamed from memory
@@ -143,6 +143,7 @@ template <int OutRows, int Tokens, class W>
 void few_rows_passes(const W* w, index_t w_stride, const float* x, index_t x_stride, index_t in_features, float* y,
                      index_t y_stride) {
   constexpr int first_pass = few_rows_first_pass<Tokens>();
+  static_assert(first_pass >= 1 && first_pass <= few_rows_tuning::max_pass_rows, "a pass holds 1…8 tokens");
   few_rows_tile<OutRows, first_pass>(w, w_stride, x, x_stride, in_features, y, y_stride);
   if constexpr (Tokens > first_pass)
     few_rows_passes<OutRows, Tokens - first_pass>(w, w_stride, x + first_pass * x_stride, x_stride, in_features,

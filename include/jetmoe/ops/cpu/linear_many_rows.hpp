@@ -207,9 +207,11 @@ inline index_t ragged_rows(index_t rows) {
 }
 #endif
 
-// T > few_rows_tuning::max_rows (23 with AVX-512, else 8): the panel kernel (one vector of
-// tokens per panel when that holds them all, else two, with a ragged remainder in the
-// few-rows kernel), or Eigen where the compiler lacks vector extensions.
+// T > few_rows_tuning::max_rows (23 with AVX-512, else 8): the panel kernel with two vectors
+// of tokens per panel (AVX-512: a ragged remainder in the few-rows kernel), or Eigen where the
+// compiler lacks vector extensions. One-vector panels serve T ≤ one vector, which ops::linear
+// sends to the few-rows kernel in every vector build; they stay for direct callers (the
+// benchmarks' comparison with the few-rows kernel, the tests).
 template <class W>
 void linear_many_rows(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
                       tensor_view<float, 2> y) {
