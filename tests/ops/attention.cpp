@@ -233,6 +233,12 @@ TEST_CASE("attention rejects inconsistent shapes", "[ops][attention][errors]") {
   REQUIRE_THROWS_WITH(ops::attention(op_test::two_threads, std::as_const(q4).view(), std::as_const(k_ok).view(),
                                      std::as_const(k_ok).view(), out4.view(), masked),
                       Catch::Contains("key_mask") && Catch::Contains("[1,2]") && Catch::Contains("[1,3]"));
+  // A mask of the right shape but no data is reported, not dereferenced.
+  ops::attention_options dangling;
+  dangling.key_mask = tensor_view<const std::uint8_t, 2>(nullptr, make_dims(1, 2));
+  REQUIRE_THROWS_WITH(ops::attention(op_test::two_threads, std::as_const(q4).view(), std::as_const(k_ok).view(),
+                                     std::as_const(k_ok).view(), out4.view(), dangling),
+                      Catch::Contains("key_mask") && Catch::Contains("has no data"));
   // A head mapper that points outside the kv heads is caught, not read out of bounds.
   auto broken = [](int q_head, int, int) { return q_head; };
   REQUIRE_THROWS_WITH(ops::attention(op_test::two_threads, std::as_const(q4).view(), std::as_const(k_ok).view(),

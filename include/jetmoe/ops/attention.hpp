@@ -60,8 +60,11 @@ void attention(const Policy& policy, tensor_view<const float, 4> q, tensor_view<
         kv_heads, " kv heads");
   check(head_dim <= 1 || (q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1 && out.stride(3) == 1),
         "ops::attention: the head dimension must be contiguous in q, k, v and out");
-  if (options.key_mask.data() != nullptr || !(options.key_mask.extents() == dims<2>{}))
+  if (options.key_mask.data() != nullptr || !(options.key_mask.extents() == dims<2>{})) {
     check_shape(options.key_mask, make_dims(batch, k_len), "ops::attention: key_mask (B, Tk)");
+    check(options.key_mask.data() != nullptr || options.key_mask.size() == 0, "ops::attention: key_mask ",
+          options.key_mask.extents(), " has no data");
+  }
   for (index_t h = 0; h < q_heads; ++h) {  // a mapper must stay inside the kv heads
     const index_t g = kv_head_of(static_cast<int>(h), static_cast<int>(q_heads), static_cast<int>(kv_heads));
     check(0 <= g && g < kv_heads, "ops::attention: query head ", h, " maps to kv head ", g, ", outside [0, ",
