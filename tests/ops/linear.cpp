@@ -218,4 +218,18 @@ TEST_CASE("linear rejects mismatched shapes with a message naming both", "[ops][
   tensor<float, 2> w_t({8, 6});
   REQUIRE_THROWS_AS(
       ops::linear(op_test::two_threads, x.view(), std::as_const(w_t).view().transpose(0, 1), y.view()), jetmoe::error);
+
+  // A stride-0 broadcast of one row would be read as dense rows past the buffer's end; an output
+  // whose rows overlap would be written twice. Both are rejected, naming the operand.
+  const tensor_view<const float, 2> broadcast(x.data(), make_dims(2, 8), make_dims(0, 1));  // (2, 8), one row
+  REQUIRE_THROWS_WITH(ops::linear(op_test::two_threads, broadcast, std::as_const(w_ok).view(), y.view()),
+                      Catch::Contains("ops::linear: x") && Catch::Contains("overlap"));
+  const tensor_view<float, 2> overlapping(y.data(), make_dims(2, 6), make_dims(3, 1));  // (2, 6), rows 3 apart
+  REQUIRE_THROWS_WITH(ops::linear(op_test::two_threads, x.view(), std::as_const(w_ok).view(), overlapping),
+                      Catch::Contains("ops::linear: y") && Catch::Contains("overlap"));
+  // One row may carry any stride (nothing follows it).
+  tensor<float, 2> one_row({1, 8});
+  tensor<float, 2> one_out({1, 6});
+  const tensor_view<const float, 2> one_row_any_stride(one_row.data(), make_dims(1, 8), make_dims(0, 1));
+  REQUIRE_NOTHROW(ops::linear(op_test::two_threads, one_row_any_stride, std::as_const(w_ok).view(), one_out.view()));
 }

@@ -147,6 +147,12 @@ TEST_CASE("grouped linear checks its shapes", "[routing][experts]") {
   REQUIRE_THROWS_AS(routing::grouped_linear(one_thread(), plan, routing::expert_input::indexed(x.view(), plan.sorted_token()),
                                             w.view(), y.view(), scratch),
                     jetmoe::error);
+  // Input rows that overlap (a stride-0 broadcast) are rejected rather than read as dense.
+  const auto w3 = random_weights<float>(rng, 3, 5, 8, 1.0f);  // (3, 5, 8) matches the plan
+  const jetmoe::tensor_view<const float, 2> broadcast(x.data(), make_dims(6, 8), make_dims(0, 1));  // (6, 8), one row
+  REQUIRE_THROWS_WITH(routing::grouped_linear(one_thread(), plan, routing::expert_input::indexed(broadcast, plan.sorted_token()),
+                                              w3.view(), y.view(), scratch),
+                      Catch::Contains("routing::grouped_linear") && Catch::Contains("overlap"));
 }
 
 TEST_CASE("combine: gated sum in slot order plus bias, identical for any thread count", "[routing][experts]") {

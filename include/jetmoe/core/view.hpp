@@ -136,4 +136,17 @@ void check_shape(const tensor_view<T, Rank>& v, const dims<Rank>& expected, cons
   check(v.extents() == expected, what, ": expected shape ", expected, ", got ", v.extents());
 }
 
+// Rejects rows that overlap: along dimension `dim`, consecutive rows (the last dimension, which
+// must be contiguous) closer than their length, as a stride-0 broadcast makes them. Matrix
+// kernels on every backend take a row stride at least the row length, so such a view would be
+// read as if it were dense, out of its bounds; a single row may carry any stride.
+template <class T, std::size_t Rank>
+void check_rows_disjoint(const tensor_view<T, Rank>& v, std::size_t dim, const char* what) {
+  static_assert(Rank >= 2, "jetmoe::check_rows_disjoint: needs a dimension of rows and one of elements");
+  const index_t length = v.extent(Rank - 1);
+  check(v.extent(dim) <= 1 || length == 0 || v.stride(dim) >= length, what, ": rows ", v.stride(dim),
+        " elements apart overlap their length ", length, " (extents ", v.extents(), ", strides ", v.strides(),
+        "); copy the view into a contiguous tensor");
+}
+
 }  // namespace jetmoe

@@ -13,7 +13,7 @@ struct linear_impl {
   JETMOE_NO_BACKEND("ops::linear");
 };
 
-// x: (T, in) float, rows may be strided but each row contiguous.
+// x: (T, in) float, rows may be strided (never overlapping) but each row contiguous.
 // w: (out, in) float, bf16 or half weights, each row contiguous.
 // y: (T, out) float, overwritten. Accumulation is fp32 whatever the weight type.
 template <class Policy, class W>
@@ -26,6 +26,9 @@ void linear(const Policy& policy, tensor_view<const float, 2> x, tensor_view<W, 
   check(w.extent(1) <= 1 || w.stride(1) == 1, "ops::linear: rows of the weight must be contiguous (strides ",
         w.strides(), ")");
   check(y.extent(1) <= 1 || y.stride(1) == 1, "ops::linear: rows of y must be contiguous (strides ", y.strides(), ")");
+  check_rows_disjoint(x, 0, "ops::linear: x");
+  check_rows_disjoint(w, 0, "ops::linear: the weight");
+  check_rows_disjoint(y, 0, "ops::linear: y");
   linear_impl<Policy>::run(policy, x, tensor_view<const std::remove_cv_t<W>, 2>(w), y);
 }
 

@@ -72,6 +72,9 @@ void check_grouped(const char* who, const routing_plan<Policy>& plan, const expe
     check(in.rows.extent(0) == rows, who, ": ", in.rows.extent(0), " sorted input rows for ", rows,
           " sorted rows in the plan");
   check_shape(out, make_dims(out_rows_expected, out_width), who);
+  check_rows_disjoint(in.rows, 0, who);
+  check_rows_disjoint(w, 1, who);
+  check_rows_disjoint(out, 0, who);
 }
 }  // namespace detail
 
@@ -109,6 +112,7 @@ void grouped_glu_mlp(const Policy& policy, const routing_plan<Policy>& plan, con
   check(w_out.extent(0) == w_in.extent(0) && w_out.extent(2) == w_in.extent(1) / 2, "routing::grouped_glu_mlp: ",
         "output weights ", w_out.extents(), " do not fit input weights ", w_in.extents(), " (expected (E, out, I))");
   detail::check_grouped("routing::grouped_glu_mlp", plan, in, weights_in, plan.max_sorted_rows(), z, w_out.extent(1));
+  check_rows_disjoint(weights_out, 1, "routing::grouped_glu_mlp: output weights");
   grouped_linear_impl<Policy>::glu_mlp(policy, plan, in, weights_in, weights_out, z, scratch);
 }
 

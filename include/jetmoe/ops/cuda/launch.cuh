@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <initializer_list>
 
@@ -47,6 +48,16 @@ struct operand {
 inline void check_operands(const exec::cuda& policy, const char* who, std::initializer_list<operand> operands) {
   if (!policy.check_pointers) return;
   for (const operand& o : operands) check_on_device(o.ptr, who, o.what);
+}
+
+// The distance between consecutive rows as the kernels and cuBLAS take it: the view's stride,
+// or the row length for a single row, whose stride means nothing (cuBLAS wants a leading
+// dimension at least the row length). The front ends have already rejected overlapping rows
+// (check_rows_disjoint); this repeats the check for callers of a backend directly.
+inline index_t row_pitch(index_t count, index_t stride, index_t length, const char* who, const char* what) {
+  if (count <= 1) return std::max(stride, length);
+  check(stride >= length, who, ": rows of ", what, " overlap (", stride, " elements apart, ", length, " long)");
+  return stride;
 }
 
 }  // namespace jetmoe::ops::cuda_detail
