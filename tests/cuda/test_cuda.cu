@@ -644,6 +644,42 @@ TEST_CASE("ops::attention on CUDA (tiles and decode) matches the CPU backend", "
   compare_attention(rng, 2, 1, 700, 4, 2, 64, false, true, ops::kv_head_grouped{});   // split, not causal
 }
 
+TEST_CASE("ops::attention on CUDA: a NaN score makes the query's output NaN, as on the CPU", "[cuda][ops]") {
+  SKIP_WITHOUT_GPU();
+  const gpu_policy& g = gpu();
+  std::mt19937 rng(23);
+  // (Tq, past): prefill over two key chunks, and decodes that split the keys 1 and many ways.
+  for (const auto& [q_len, past] : {std::pair<index_t, index_t>{40, 0}, {1, 20}, {1, 1500}}) {
+    constexpr index_t q_heads = 4, kv_heads = 2, head_dim = 64;
+    const index_t k_len = past + q_len;
+    auto q = random_tensor<float, 4>(rng, make_dims(1, q_len, q_heads, head_dim));   // (1, Tq, Hq, D)
+    auto k = random_tensor<float, 4>(rng, make_dims(1, k_len, kv_heads, head_dim));  // (1, Tk, Hkv, D)
+    const auto v = random_tensor<float, 4>(rng, make_dims(1, k_len, kv_heads, head_dim));  // (1, Tk, Hkv, D)
+    // A NaN in kv head 0's key 7 reaches heads 0 and 2 of every query that sees it; a NaN in
+    // query 0's head 1 makes all its scores NaN (no finite maximum at all). Heads 3 stay clean.
+    k(0, 7, 0, 5) = std::numeric_limits<float>::quiet_NaN();
+    q(0, 0, 1, 3) = std::numeric_limits<float>::quiet_NaN();
+    ops::attention_options options;
+    options.scale = 0.125f;
+    options.q_offset = past;
+    tensor<float, 4> want(q.extents());  // (1, Tq, Hq, D)
+    ops::attention(cpu, q.view(), k.view(), v.view(), want.view(), options);
+    const auto dq = up(q);
+    const auto dk = up(k);
+    const auto dv = up(v);
+    tensor<float, 4, gpu_policy> dout(g, q.extents());  // (1, Tq, Hq, D)
+    ops::attention(g, dq.view(), dk.view(), dv.view(), dout.view(), options);
+    const auto got = down(dout);
+    INFO("Tq=" << q_len << " past=" << past);
+    // The reference has the NaNs where expected (so this test cannot pass on all-finite output) …
+    CHECK(std::isnan(want(0, 0, 1, 0)));
+    CHECK(std::isnan(want(0, q_len - 1, 0, 0)));
+    CHECK(std::isfinite(want(0, q_len - 1, 3, 0)));
+    // … and the GPU matches it: NaN where the CPU has NaN, within the attention bound elsewhere.
+    check_close(got, want, 0.0, 2e-5, nullptr, "attention with NaN scores");
+  }
+}
+
 namespace {
 // Attention over a KV store of `capacity` positions whose first `count` hold keys, the count in
 // device memory (options.key_count: how every model step calls it; the queries are the last Tq

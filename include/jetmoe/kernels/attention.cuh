@@ -10,8 +10,9 @@
 //    4 keys per step; lanes split the head dimension, so every key row is read coalesced. Each
 //    warp keeps a running state, the block merges its warps, attention_decode_merge the splits.
 // Both: key j is visible to query i iff (not causal or j ≤ q_offset + i) and key_mask[b, j] ≠ 0;
-// a query that sees no key writes zeros (the CPU backend's rule). With a key count on the device
-// (attention_args::key_count) the key range and q_offset come from it when the kernel runs.
+// a query that sees no key writes zeros, one with a NaN score NaNs (the CPU backend's rules).
+// With a key count on the device (attention_args::key_count) the key range and q_offset come
+// from it when the kernel runs.
 #pragma once
 
 #include <cstdint>
@@ -140,9 +141,12 @@ __global__ void __launch_bounds__(attention_warps * 32) attention_tiles(const at
         for (int d = 0; d < head_dim; ++d) dot = fmaf(query[d], key_row[d], dot);
         score = a.scale * dot;
       }
-      const float chunk_max = warp_max(score);
+      const float chunk_max = warp_max(score);  // fmaxf: a NaN score does not count …
       const float m_new = fmaxf(m[qq], chunk_max);
-      if (m_new == -std::numeric_limits<float>::infinity()) continue;  // nothing visible yet (warp-uniform)
+      const bool nan_score = __any_sync(0xFFFFFFFFu, visible && isnan(score));  // … so it is caught here
+      // Nothing visible yet (warp-uniform). A NaN score carries on: exp(NaN) poisons l and acc,
+      // and the query's output is NaN, as on the CPU.
+      if (m_new == -std::numeric_limits<float>::infinity() && !nan_score) continue;
       const float correction = expf(m[qq] - m_new);  // 0 when m was −∞
       const float p = visible ? expf(score - m_new) : 0.0f;
       l[qq] = l[qq] * correction + warp_sum(p);
@@ -165,7 +169,7 @@ __global__ void __launch_bounds__(attention_warps * 32) attention_tiles(const at
   for (int qq = 0; qq < attention_queries_per_warp; ++qq) {
     const index_t i = q0 + warp * attention_queries_per_warp + qq;
     if (i >= q_len) continue;
-    const float inverse = l[qq] > 0.0f ? 1.0f / l[qq] : 0.0f;
+    const float inverse = l[qq] != 0.0f ? 1.0f / l[qq] : 0.0f;  // l is 0 (nothing seen), > 0 or NaN
 #pragma unroll
     for (int t = 0; t < DimsPerLane; ++t) {
       const int d = lane + 32 * t;
@@ -246,17 +250,22 @@ __global__ void __launch_bounds__(attention_decode_warps * 32) attention_decode(
       score[u] = partial;
     }
 #pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1)  // … reduced side by side
+    for (int offset = 16; offset > 0; offset >>= 1) {  // … reduced side by side
 #pragma unroll
       for (int u = 0; u < U; ++u) score[u] += __shfl_xor_sync(0xFFFFFFFFu, score[u], offset);
+    }
     float step_max = minus_infinity;
+    bool nan_score = false;  // warp-uniform: the butterfly leaves every lane the same sum
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       score[u] = visible[u] ? a.scale * score[u] : minus_infinity;
-      step_max = fmaxf(step_max, score[u]);
+      step_max = fmaxf(step_max, score[u]);  // fmaxf skips NaN, hence nan_score
+      nan_score = nan_score || isnan(score[u]);
     }
     const float m_new = fmaxf(m, step_max);
-    if (m_new == minus_infinity) continue;  // nothing visible yet (warp-uniform)
+    // Nothing visible yet (warp-uniform). A NaN score carries on and poisons l and acc, so the
+    // output is NaN, as on the CPU; the merges below keep any l ≠ 0, NaN included.
+    if (m_new == minus_infinity && !nan_score) continue;
     const float correction = expf(m - m_new);
     float p[U];
     l *= correction;
@@ -287,10 +296,9 @@ __global__ void __launch_bounds__(attention_decode_warps * 32) attention_decode(
 
   float block_m = minus_infinity;
   for (int w = 0; w < W; ++w) block_m = fmaxf(block_m, warp_m[w]);
-  float block_l = 0.0f;
-  if (block_m != minus_infinity)
-    for (int w = 0; w < W; ++w)
-      if (warp_l[w] > 0.0f) block_l += warp_l[w] * expf(warp_m[w] - block_m);
+  float block_l = 0.0f;  // a warp that saw nothing has l = 0; one that saw a NaN score, l = NaN
+  for (int w = 0; w < W; ++w)
+    if (warp_l[w] != 0.0f) block_l += warp_l[w] * expf(warp_m[w] - block_m);
   const index_t slot = (b * a.q.extent(2) + h) * partials.splits + split;  // (b, h, split)
   if (partials.splits > 1 && tid == 0) {
     partials.m[slot] = block_m;
@@ -298,11 +306,11 @@ __global__ void __launch_bounds__(attention_decode_warps * 32) attention_decode(
   }
   for (int d = tid; d < head_dim; d += blockDim.x) {
     float value = 0.0f;
-    if (block_l > 0.0f)
+    if (block_l != 0.0f)
       for (int w = 0; w < W; ++w)
-        if (warp_l[w] > 0.0f) value += warp_acc[w][d] * expf(warp_m[w] - block_m);
+        if (warp_l[w] != 0.0f) value += warp_acc[w][d] * expf(warp_m[w] - block_m);
     if (partials.splits > 1) partials.acc[slot * head_dim + d] = value;
-    else a.out(b, i, h, d) = block_l > 0.0f ? value / block_l : 0.0f;
+    else a.out(b, i, h, d) = block_l != 0.0f ? value / block_l : 0.0f;
   }
 }
 
@@ -315,15 +323,14 @@ __global__ void attention_decode_merge(const attention_args a, const decode_part
   const index_t base = (b * a.q.extent(2) + h) * partials.splits;
   float m = minus_infinity;
   for (int s = 0; s < partials.splits; ++s) m = fmaxf(m, partials.m[base + s]);
-  float l = 0.0f;
-  if (m != minus_infinity)
-    for (int s = 0; s < partials.splits; ++s)
-      if (partials.l[base + s] > 0.0f) l += partials.l[base + s] * expf(partials.m[base + s] - m);
+  float l = 0.0f;  // as in the block merge: l = 0 is a split that saw nothing, NaN is kept
+  for (int s = 0; s < partials.splits; ++s)
+    if (partials.l[base + s] != 0.0f) l += partials.l[base + s] * expf(partials.m[base + s] - m);
   for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
     float value = 0.0f;
-    if (l > 0.0f) {
+    if (l != 0.0f) {
       for (int s = 0; s < partials.splits; ++s)
-        if (partials.l[base + s] > 0.0f) value += partials.acc[(base + s) * head_dim + d] * expf(partials.m[base + s] - m);
+        if (partials.l[base + s] != 0.0f) value += partials.acc[(base + s) * head_dim + d] * expf(partials.m[base + s] - m);
       value /= l;
     }
     a.out(b, 0, h, d) = value;

@@ -28,8 +28,7 @@ struct attention_impl<exec::cuda> {
                   tensor_view<const float, 4> v, tensor_view<float, 4> out, const attention_options& options,
                   KvHeadMap kv_head_of) {
     cuda_detail::check_operands(policy, "ops::attention", {{"q", q}, {"k", k}, {"v", v}, {"the output", out}});
-    const index_t batch = q.extent(0), q_len = q.extent(1), q_heads = q.extent(2), head_dim = q.extent(3);
-    const index_t k_len = k.extent(1), kv_heads = k.extent(2);
+    const index_t batch = q.extent(0), q_heads = q.extent(2), head_dim = q.extent(3);
     check(head_dim <= max_head_dim, "ops::attention: head dimension ", head_dim, " exceeds the CUDA backend's ",
           max_head_dim);
     tensor_view<const std::uint8_t, 2> mask = options.key_mask;  // (B, Tk)
