@@ -291,6 +291,31 @@ TEST_CASE("exec::cuda: pooled allocation, zeroing, strided transfers both ways",
     }
   }
 
+  {  // Blocks freed on a stream serve another only once that stream was synchronised after the free.
+    exec::device_memory_pool pool(g.device());
+    cudaStream_t other = nullptr;
+    REQUIRE(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking) == cudaSuccess);
+    constexpr std::size_t MiB = std::size_t{1} << 20;
+    void* early = pool.allocate(3 * MiB, g.stream());
+    void* late = pool.allocate(5 * MiB, g.stream());
+    pool.deallocate(early, g.stream());
+    const std::uint64_t mark = pool.free_mark();  // as synchronize() takes it, before the wait
+    pool.deallocate(late, g.stream());            // freed while the wait runs: work may follow it
+    REQUIRE(cudaStreamSynchronize(g.stream()) == cudaSuccess);
+    pool.release_stream(g.stream(), mark);
+    if (pool.caching()) {
+      void* a = pool.allocate(3 * MiB, other);  // freed before the mark: idle, reused
+      void* b = pool.allocate(5 * MiB, other);  // freed after it: still tied to g's stream
+      CHECK(a == early);
+      CHECK(b != late);
+      CHECK(pool.stats().hits == 1);
+      pool.deallocate(a, other);
+      pool.deallocate(b, other);
+    }
+    REQUIRE(cudaStreamSynchronize(other) == cudaSuccess);
+    cudaStreamDestroy(other);
+  }
+
   const auto zeros = tensor<float, 2, gpu_policy>::zeros(g, make_dims(5, 7));
   const auto zeros_back = down(zeros);
   for (index_t i = 0; i < zeros_back.size(); ++i) CHECK(zeros_back.data()[i] == 0.0f);

@@ -258,12 +258,20 @@ class device_memory_pool {
     for (const held_block& b : blocks) return_block(b.ptr, b.size, stream);
   }
 
-  // Call after synchronising `stream`: its freed blocks may then serve any stream.
-  void release_stream(cudaStream_t stream) {
+  // Frees counted so far. Take it before synchronising a stream and pass it to release_stream:
+  // a block another thread frees on that stream while the synchronisation runs may have work
+  // queued after it, so it must stay tied to the stream.
+  std::uint64_t free_mark() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return frees_;
+  }
+  // Call after synchronising `stream`: its blocks freed before `mark` (free_mark() taken before
+  // the synchronisation) may then serve any stream.
+  void release_stream(cudaStream_t stream, std::uint64_t mark) {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto& [size, blocks] : free_)
       for (block& b : blocks)
-        if (b.stream == stream) b.idle = true;
+        if (b.stream == stream && b.freed_at < mark) b.idle = true;
   }
 
   // Returns every cached block to the driver (synchronises the device first).
@@ -280,8 +288,9 @@ class device_memory_pool {
  private:
   struct block {
     void* ptr;
-    cudaStream_t stream;  // the stream it was freed on
-    bool idle;            // that stream has since been synchronised: usable from any stream
+    cudaStream_t stream;     // the stream it was freed on
+    std::uint64_t freed_at;  // frees_ when it was freed (see free_mark)
+    bool idle;               // that stream has since been synchronised: usable from any stream
   };
 
   static bool caching_wanted() {
@@ -299,7 +308,7 @@ class device_memory_pool {
       cudaFree(ptr);
       return;
     }
-    free_[size].push_back(block{ptr, stream, false});
+    free_[size].push_back(block{ptr, stream, frees_++, false});
     stats_.bytes_cached += size;
   }
 
@@ -320,6 +329,7 @@ class device_memory_pool {
   std::vector<held_block> held_;  // freed during the open hold, in use by the graph being recorded
   std::map<std::size_t, std::vector<block>> free_;            // size class → free blocks, ascending
   std::unordered_map<void*, std::size_t> live_;               // handed-out block → its block's size class
+  std::uint64_t frees_ = 0;                                   // blocks put on the free lists so far
   statistics stats_{};
 };
 
@@ -333,6 +343,7 @@ struct context {
   std::shared_ptr<device_memory_pool> pool;
   kernels::device_status* status = nullptr;       // device memory, zero when no error
   kernels::device_status* status_host = nullptr;  // pinned mirror for reading it back
+  std::mutex sync_mutex;                           // guards status_host (synchronize)
 
   std::mutex blas_mutex;
   cublasHandle_t blas = nullptr;  // created on first use, bound to `stream`
@@ -348,10 +359,11 @@ struct context {
   ~context() {
     // Errors are ignored: nothing sensible can be done with them in a destructor.
     const scoped_device on_device(device);
+    if (blas_workspace && pool) pool->deallocate(blas_workspace, stream);
+    const std::uint64_t mark = pool ? pool->free_mark() : 0;
     if (pool) cudaStreamSynchronize(stream);  // a bound context; null is the legacy stream, still a stream
     if (blas) cublasDestroy(blas);
-    if (blas_workspace && pool) pool->deallocate(blas_workspace, stream);
-    if (pool) pool->release_stream(stream);  // the stream is idle: its blocks may serve others
+    if (pool) pool->release_stream(stream, mark);  // the stream is idle: its blocks may serve others
     if (status) cudaFree(status);
     if (status_host) cudaFreeHost(status_host);
     if (owns_stream && stream) cudaStreamDestroy(stream);
@@ -524,10 +536,13 @@ struct cuda {
   // (a bad token id, expert id or gather index) recorded since the last check, clearing it.
   void synchronize() const {
     cuda_detail::context& ctx = context("exec::cuda::synchronize");
+    // Copies of a policy share the status mirror: one synchronisation at a time reads it.
+    std::lock_guard<std::mutex> lock(ctx.sync_mutex);
+    const std::uint64_t mark = ctx.pool->free_mark();
     JETMOE_CUDA_CHECK(cudaMemcpyAsync(ctx.status_host, ctx.status, sizeof(kernels::device_status),
                                       cudaMemcpyDeviceToHost, ctx.stream));
     JETMOE_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
-    ctx.pool->release_stream(ctx.stream);
+    ctx.pool->release_stream(ctx.stream, mark);
     const kernels::device_status found = *ctx.status_host;
     if (found.code == kernels::no_device_error) return;
     JETMOE_CUDA_CHECK(cudaMemsetAsync(ctx.status, 0, sizeof(kernels::device_status), ctx.stream));
