@@ -105,27 +105,6 @@ __device__ __forceinline__ const float* input_row(const gemm_args<W>& a, index_t
   return a.x + source * a.ldx;
 }
 
-// Finds which (segment, first row, row count) row tile number `tile` is; segment −1 when the
-// tile is past the last one. Walks the segments: E is small (≤ a few hundred).
-template <class W>
-__device__ inline void find_row_tile(const gemm_args<W>& a, index_t tile, int tile_rows, int& segment,
-                                     index_t& first, index_t& count) {
-  segment = -1;
-  index_t seen = 0;
-  for (int s = 0; s < a.segments; ++s) {
-    index_t begin, end;
-    segment_rows(a, s, begin, end);
-    const index_t tiles = (end - begin + tile_rows - 1) / tile_rows;
-    if (tile < seen + tiles) {
-      segment = s;
-      first = begin + (tile - seen) * tile_rows;
-      count = end - first < tile_rows ? end - first : tile_rows;
-      return;
-    }
-    seen += tiles;
-  }
-}
-
 // Host side: row tiles enough for any split of `window_rows` rows into `segments` segments
 // (each segment wastes at most one partial tile).
 inline index_t row_tiles_upper_bound(index_t window_rows, int segments, int tile_rows) {
@@ -228,16 +207,50 @@ inline constexpr int tile_threads = 256;
 // that shared-memory reads are conflict-free and, for GLU, gate column j and up column j + 2
 // (weight rows tx + 16j and tx + 16j + 32) land in the same thread for the epilogue.
 // Which expert segment and sorted rows block `tile` covers, for every thread of the block:
-// thread 0 finds them (find_row_tile), shared memory hands them to the others. segment < 0:
-// the block has no rows (the same for all its threads). Contains __syncthreads.
+// the first warp finds them (find_row_tile), shared memory hands them to the others.
+// segment < 0: the block has no rows (the same for all its threads). Contains __syncthreads.
 struct block_rows {
   int segment;
   index_t first, count;
 };
+
+// Called by one whole warp: finds row tile number `tile` — segment s holds
+// ceil(rows_s / tile_rows) tiles, numbered in segment order — and lets one lane write it to
+// `found` (segment −1 when the tile is past the last one). The lanes take 32 segments per
+// step and a warp scan of their tile counts, so E = 128 is four steps, not 128 serial ones.
+template <class W>
+__device__ inline void find_row_tile(const gemm_args<W>& a, index_t tile, int tile_rows, block_rows& found) {
+  constexpr unsigned int all_lanes = 0xFFFFFFFFu;
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  index_t tiles_before_step = 0;  // tiles of the segments the previous steps covered
+  for (int s0 = 0; s0 < a.segments; s0 += 32) {
+    const int s = s0 + lane;
+    index_t begin = 0, end = 0;
+    if (s < a.segments) segment_rows(a, s, begin, end);
+    const index_t tiles = (end - begin + tile_rows - 1) / tile_rows;
+    index_t through = tiles;  // inclusive scan: tiles of segments s0 … s
+#pragma unroll
+    for (int offset = 1; offset < 32; offset <<= 1) {
+      const index_t lower = __shfl_up_sync(all_lanes, through, offset);
+      if (lane >= offset) through += lower;
+    }
+    const index_t first_tile = tiles_before_step + through - tiles;
+    const bool mine = tile >= first_tile && tile < first_tile + tiles;  // true in at most one lane
+    if (mine) {
+      found.segment = s;
+      found.first = begin + (tile - first_tile) * tile_rows;
+      found.count = end - found.first < tile_rows ? end - found.first : tile_rows;
+    }
+    if (__ballot_sync(all_lanes, mine) != 0u) return;  // warp-uniform
+    tiles_before_step += __shfl_sync(all_lanes, through, 31);
+  }
+  if (lane == 0) found.segment = -1;
+}
+
 template <class W>
 __device__ inline block_rows rows_of_block(const gemm_args<W>& a, index_t tile, int tile_rows) {
   __shared__ block_rows shared;
-  if (threadIdx.x == 0) find_row_tile(a, tile, tile_rows, shared.segment, shared.first, shared.count);
+  if (threadIdx.x < 32) find_row_tile(a, tile, tile_rows, shared);  // blocks are at least a warp
   __syncthreads();
   return shared;
 }
