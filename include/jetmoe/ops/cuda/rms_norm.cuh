@@ -1,6 +1,8 @@
 // jetmoe/ops/cuda/rms_norm.cuh — CUDA backend of ops::rms_norm: one block per row, fp32.
 #pragma once
 
+#include <algorithm>
+
 #include "jetmoe/exec/cuda.cuh"
 #include "jetmoe/kernels/rowwise.cuh"
 #include "jetmoe/ops/cuda/launch.cuh"

@@ -21,7 +21,7 @@ struct top_k_impl<exec::cuda> {
   static void run(const exec::cuda& policy, tensor_view<const float, 2> x, tensor_view<float, 2> values,
                   tensor_view<std::int32_t, 2> indices) {
     cuda_detail::check_operands(policy, "ops::top_k", {{"x", x}, {"values", values}, {"indices", indices}});
-    const index_t rows = x.extent(0), n = x.extent(1), k = values.extent(1);
+    const index_t rows = x.extent(0);
     if (rows == 0) return;
     constexpr int block = 256;  // 8 rows per block
     const auto grid = static_cast<unsigned int>(std::min<index_t>((rows + 7) / 8, 65535));
