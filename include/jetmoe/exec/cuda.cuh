@@ -382,7 +382,8 @@ struct cuda {
   // bf16, 2^-12 for half). false keeps the activations in fp32 and widens the weights instead
   // (CUDA cores, several times slower, within fp32 rounding of the CPU backend). Float
   // weights always compute in fp32 (no TF32). Decode-sized GEMMs (≤ 8 rows) are weight-read
-  // bound and always keep fp32 activations.
+  // bound and always keep fp32 activations. With half weights an activation beyond ±65504
+  // rounds to ±Inf on this path (bf16 has fp32's range); set false for such models.
   bool tensor_cores = true;
 
   // Debug aid: every op first checks that its operands are in device (or managed) memory, so a
