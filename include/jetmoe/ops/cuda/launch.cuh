@@ -50,14 +50,15 @@ inline void check_operands(const exec::cuda& policy, const char* who, std::initi
   for (const operand& o : operands) check_on_device(o.ptr, who, o.what);
 }
 
-// The distance between consecutive rows as the kernels and cuBLAS take it: the view's stride,
-// or the row length for a single row, whose stride means nothing (cuBLAS wants a leading
-// dimension at least the row length). The front ends have already rejected overlapping rows
-// (check_rows_disjoint); this repeats the check for callers of a backend directly.
-inline index_t row_pitch(index_t count, index_t stride, index_t length, const char* who, const char* what) {
-  if (count <= 1) return std::max(stride, length);
-  check(stride >= length, who, ": rows of ", what, " overlap (", stride, " elements apart, ", length, " long)");
-  return stride;
+// The distance between consecutive rows of `v` along dimension `dim`, as the kernels and
+// cuBLAS take it: the view's stride, or for a single row, whose stride means nothing, at least
+// the row length (cuBLAS's rule for a leading dimension). Overlapping rows never get here: the
+// front ends (ops::linear, the routing::grouped_* calls, the only callers of the CUDA impls)
+// reject them with check_rows_disjoint.
+template <class T, std::size_t Rank>
+index_t row_pitch(const tensor_view<T, Rank>& v, std::size_t dim) {
+  const index_t length = v.extent(Rank - 1);
+  return v.extent(dim) <= 1 ? std::max(v.stride(dim), length) : v.stride(dim);
 }
 
 }  // namespace jetmoe::ops::cuda_detail

@@ -113,9 +113,8 @@ struct linear_impl<exec::cuda> {
     cuda_detail::check_operands(policy, "ops::linear", {{"x", x}, {"the weight", w}, {"y", y}});
     const index_t rows = x.extent(0), k = x.extent(1), out = w.extent(0);
     // Leading dimensions as cuBLAS wants them: at least the row length, even for a single row.
-    const index_t ldx = cuda_detail::row_pitch(rows, x.stride(0), k, "ops::linear", "x");
-    const index_t ldw = cuda_detail::row_pitch(out, w.stride(0), k, "ops::linear", "the weight");
-    const index_t ldy = cuda_detail::row_pitch(rows, y.stride(0), out, "ops::linear", "y");
+    const index_t ldx = cuda_detail::row_pitch(x, 0), ldw = cuda_detail::row_pitch(w, 0);
+    const index_t ldy = cuda_detail::row_pitch(y, 0);
     if (k == 0) {  // an empty sum
       JETMOE_CUDA_CHECK(cudaMemset2DAsync(y.data(), static_cast<std::size_t>(ldy) * sizeof(float), 0,
                                           static_cast<std::size_t>(out) * sizeof(float), static_cast<std::size_t>(rows),

@@ -39,7 +39,7 @@ struct grouped_linear_impl<exec::cuda> {
     ops::cuda_detail::check_operands(policy, "routing::grouped_linear", {{"the output", ys}});
     kernels::gemm_args<W> a = args_for(policy, plan, in, w, w.extent(1));
     a.y = ys.data();
-    a.ldy = ops::cuda_detail::row_pitch(ys.extent(0), ys.stride(0), ys.extent(1), "routing::grouped_linear", "the output");
+    a.ldy = ops::cuda_detail::row_pitch(ys, 0);
     check(ys.extent(1) <= 1 || ys.stride(1) == 1, "routing::grouped_linear: rows of the output must be contiguous");
     ops::cuda_detail::launch_row_gemm(policy, a, false, rows_per_expert_at_most(plan, plan.max_sorted_rows()));
   }
@@ -50,7 +50,7 @@ struct grouped_linear_impl<exec::cuda> {
     ops::cuda_detail::check_operands(policy, "routing::grouped_glu", {{"the output", u}});
     kernels::gemm_args<W> a = args_for(policy, plan, in, w, w.extent(1) / 2);
     a.y = u.data();
-    a.ldy = ops::cuda_detail::row_pitch(u.extent(0), u.stride(0), u.extent(1), "routing::grouped_glu", "the output");
+    a.ldy = ops::cuda_detail::row_pitch(u, 0);
     check(u.extent(1) <= 1 || u.stride(1) == 1, "routing::grouped_glu: rows of the output must be contiguous");
     ops::cuda_detail::launch_row_gemm(policy, a, true, rows_per_expert_at_most(plan, plan.max_sorted_rows()));
   }
@@ -80,12 +80,11 @@ struct grouped_linear_impl<exec::cuda> {
     down.rows = rows;
     down.w = w_out.data();
     down.w_expert_stride = w_out.stride(0);
-    down.w_row_stride = ops::cuda_detail::row_pitch(w_out.extent(1), w_out.stride(1), inner, "routing::grouped_glu_mlp",
-                                                     "the output projection's weights");
+    down.w_row_stride = ops::cuda_detail::row_pitch(w_out, 1);
     down.k = inner;
     down.out = w_out.extent(1);
     down.y = z.data();
-    down.ldy = ops::cuda_detail::row_pitch(z.extent(0), z.stride(0), z.extent(1), "routing::grouped_glu_mlp", "the output");
+    down.ldy = ops::cuda_detail::row_pitch(z, 0);
     check(w_out.extent(2) <= 1 || w_out.stride(2) == 1, "routing::grouped_glu_mlp: weight rows must be contiguous");
 
     for (index_t first = 0; first < rows; first += window) {
@@ -123,8 +122,7 @@ struct grouped_linear_impl<exec::cuda> {
           "routing: the row index must be contiguous");
     kernels::gemm_args<W> a;
     a.x = in.rows.data();
-    a.ldx = ops::cuda_detail::row_pitch(in.rows.extent(0), in.rows.stride(0), in.rows.extent(1), "routing",
-                                        "the expert input");
+    a.ldx = ops::cuda_detail::row_pitch(in.rows, 0);
     a.index = in.through_index ? in.index.data() : nullptr;
     a.x_rows = in.rows.extent(0);
     a.status = policy.status();
@@ -135,7 +133,7 @@ struct grouped_linear_impl<exec::cuda> {
     a.row_end = plan.max_sorted_rows();
     a.w = w.data();
     a.w_expert_stride = w.stride(0);
-    a.w_row_stride = ops::cuda_detail::row_pitch(w.extent(1), w.stride(1), w.extent(2), "routing", "the expert weights");
+    a.w_row_stride = ops::cuda_detail::row_pitch(w, 1);
     a.k = w.extent(2);
     a.out = out;
     return a;
