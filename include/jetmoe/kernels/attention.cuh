@@ -143,10 +143,11 @@ __global__ void __launch_bounds__(attention_warps * 32) attention_tiles(const at
       }
       const float chunk_max = warp_max(score);  // fmaxf: a NaN score does not count …
       const float m_new = fmaxf(m[qq], chunk_max);
-      const bool nan_score = __any_sync(0xFFFFFFFFu, visible && isnan(score));  // … so it is caught here
-      // Nothing visible yet (warp-uniform). A NaN score carries on: exp(NaN) poisons l and acc,
-      // and the query's output is NaN, as on the CPU.
-      if (m_new == -std::numeric_limits<float>::infinity() && !nan_score) continue;
+      // Nothing visible yet (m_new is warp-uniform) — unless the scores were NaN (… so the vote
+      // catches them): those carry on, exp(NaN) poisons l and acc, and the output is NaN, as on
+      // the CPU. The vote runs only on this rare branch.
+      if (m_new == -std::numeric_limits<float>::infinity() && !__any_sync(0xFFFFFFFFu, visible && isnan(score)))
+        continue;
       const float correction = expf(m[qq] - m_new);  // 0 when m was −∞
       const float p = visible ? expf(score - m_new) : 0.0f;
       l[qq] = l[qq] * correction + warp_sum(p);
@@ -255,17 +256,21 @@ __global__ void __launch_bounds__(attention_decode_warps * 32) attention_decode(
       for (int u = 0; u < U; ++u) score[u] += __shfl_xor_sync(0xFFFFFFFFu, score[u], offset);
     }
     float step_max = minus_infinity;
-    bool nan_score = false;  // warp-uniform: the butterfly leaves every lane the same sum
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       score[u] = visible[u] ? a.scale * score[u] : minus_infinity;
-      step_max = fmaxf(step_max, score[u]);  // fmaxf skips NaN, hence nan_score
-      nan_score = nan_score || isnan(score[u]);
+      step_max = fmaxf(step_max, score[u]);  // fmaxf skips NaN: see below
     }
     const float m_new = fmaxf(m, step_max);
-    // Nothing visible yet (warp-uniform). A NaN score carries on and poisons l and acc, so the
-    // output is NaN, as on the CPU; the merges below keep any l ≠ 0, NaN included.
-    if (m_new == minus_infinity && !nan_score) continue;
+    // Nothing visible yet (warp-uniform: the butterfly leaves every lane the same sums) — unless
+    // the scores were NaN: those carry on and poison l and acc, so the output is NaN, as on the
+    // CPU; the merges below keep any l ≠ 0, NaN included. Only this rare branch looks for NaN.
+    if (m_new == minus_infinity) {
+      bool nan_score = false;
+#pragma unroll
+      for (int u = 0; u < U; ++u) nan_score = nan_score || isnan(score[u]);
+      if (!nan_score) continue;
+    }
     const float correction = expf(m - m_new);
     float p[U];
     l *= correction;
