@@ -27,6 +27,7 @@
 // drops the recording, since it may move the buffers the recording uses.
 #pragma once
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -238,11 +239,29 @@ class model {
     const tensor_view<const float, 2> last = last_positions(hidden, T, B, "jetmoe::model::last_position_top_k");
     const tensor_view<float, 2> computed = logits_.matrix(policy_, B, V);  // (B, V)
     logits(last, computed);
-    const tensor_view<float, 2> top_values = top_values_.matrix(policy_, B, k);         // (B, k)
-    const tensor_view<std::int32_t, 2> top_ids = top_ids_.matrix(policy_, B, k);        // (B, k)
-    ops::top_k(policy_, tensor_view<const float, 2>(computed), top_values, top_ids);
-    copy_to_host(policy_, tensor_view<const float, 2>(top_values), values);
-    copy_to_host(policy_, tensor_view<const std::int32_t, 2>(top_ids), ids);
+    if constexpr (Policy::is_host) {
+      const tensor_view<float, 2> top_values = top_values_.matrix(policy_, B, k);   // (B, k)
+      const tensor_view<std::int32_t, 2> top_ids = top_ids_.matrix(policy_, B, k);  // (B, k)
+      ops::top_k(policy_, tensor_view<const float, 2>(computed), top_values, top_ids);
+      copy_to_host(policy_, tensor_view<const float, 2>(top_values), values);
+      copy_to_host(policy_, tensor_view<const std::int32_t, 2>(top_ids), ids);
+    } else {
+      // One transfer, so one wait for the stream per step: the ids and the values' bits side by
+      // side in one buffer of 4-byte words (device memory has no type; the host reads the
+      // values back with bit_cast).
+      const tensor_view<std::int32_t, 3> both = top_ids_.cube(policy_, 2, B, k);  // (2, B, k) ids, value bits
+      const tensor_view<std::int32_t, 2> top_ids(both.data(), make_dims(B, k));                // (B, k)
+      const tensor_view<float, 2> top_values(reinterpret_cast<float*>(both.data() + B * k), make_dims(B, k));  // (B, k)
+      ops::top_k(policy_, tensor_view<const float, 2>(computed), top_values, top_ids);
+      top_host_.resize(static_cast<std::size_t>(2 * B * k));
+      copy_to_host(policy_, tensor_view<const std::int32_t, 3>(both),
+                   tensor_view<std::int32_t, 3>(top_host_.data(), make_dims(2, B, k)));
+      for (index_t b = 0; b < B; ++b)
+        for (index_t j = 0; j < k; ++j) {
+          ids(b, j) = top_host_[static_cast<std::size_t>(b * k + j)];
+          values(b, j) = std::bit_cast<float>(top_host_[static_cast<std::size_t>(B * k + b * k + j)]);
+        }
+    }
   }
 
  private:
@@ -353,7 +372,8 @@ class model {
   routing::routing_workspace<Policy> workspace_;
   routing::growable_buffer<float, Policy> x_, normed_, y_, q_, o_, kv_, final_;
   routing::growable_buffer<float, Policy> router_logits_, logits_, last_rows_, top_values_;
-  routing::growable_buffer<std::int32_t, Policy> top_ids_;
+  routing::growable_buffer<std::int32_t, Policy> top_ids_;  // off the CPU: ids and value bits, (2, B, k)
+  std::vector<std::int32_t> top_host_;                      // the same on the host (unused on the CPU)
   routing::growable_buffer<std::int64_t, Policy> device_ids_, device_positions_;  // unused on the CPU
   std::vector<std::int64_t> positions_;
   std::vector<std::uint8_t> all_real_;
