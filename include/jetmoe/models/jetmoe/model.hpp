@@ -240,11 +240,7 @@ class model {
     const tensor_view<float, 2> computed = logits_.matrix(policy_, B, V);  // (B, V)
     logits(last, computed);
     if constexpr (Policy::is_host) {
-      const tensor_view<float, 2> top_values = top_values_.matrix(policy_, B, k);   // (B, k)
-      const tensor_view<std::int32_t, 2> top_ids = top_ids_.matrix(policy_, B, k);  // (B, k)
-      ops::top_k(policy_, tensor_view<const float, 2>(computed), top_values, top_ids);
-      copy_to_host(policy_, tensor_view<const float, 2>(top_values), values);
-      copy_to_host(policy_, tensor_view<const std::int32_t, 2>(top_ids), ids);
+      ops::top_k(policy_, tensor_view<const float, 2>(computed), values, ids);  // straight into the host views
     } else {
       // One transfer, so one wait for the stream per step: the ids and the values' bits side by
       // side in one buffer of 4-byte words (device memory has no type; the host reads the
@@ -371,8 +367,8 @@ class model {
   routing::moe_mlp<Router> mlp_;
   routing::routing_workspace<Policy> workspace_;
   routing::growable_buffer<float, Policy> x_, normed_, y_, q_, o_, kv_, final_;
-  routing::growable_buffer<float, Policy> router_logits_, logits_, last_rows_, top_values_;
-  routing::growable_buffer<std::int32_t, Policy> top_ids_;  // off the CPU: ids and value bits, (2, B, k)
+  routing::growable_buffer<float, Policy> router_logits_, logits_, last_rows_;
+  routing::growable_buffer<std::int32_t, Policy> top_ids_;  // ids and value bits, (2, B, k) (unused on the CPU)
   std::vector<std::int32_t> top_host_;                      // the same on the host (unused on the CPU)
   routing::growable_buffer<std::int64_t, Policy> device_ids_, device_positions_;  // unused on the CPU
   std::vector<std::int64_t> positions_;
