@@ -604,7 +604,7 @@ constexpr projection projections[] = {
     {"jetmoe-8b-out", 5632, 2048},         // its W_out
 };
 // Row counts around the few-rows / panel boundary (an expert tile of T rows, or a decode batch).
-constexpr index_t linear_row_counts[] = {1, 4, 8, 9, 12, 16, 17, 20, 23, 24};
+constexpr index_t linear_row_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17, 20, 23, 24};
 
 // Compulsory bytes (bf16 weights, fp32 x and y) and FLOPs of one linear_rows call.
 work linear_rows_work(const projection& pr, index_t T) {

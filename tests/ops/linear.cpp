@@ -38,12 +38,12 @@ void check_against_reference(tensor_view<const float, 2> x, tensor_view<const W,
 template <class W>
 void run_shapes() {
   // T covers the few-rows path (with AVX-512 the register tiles, one instantiation per T ≤ 23,
-  // 9…16 in two passes, 17…23 in three; else the portable loop, T ≤ 8) and the token-panel
-  // path: with AVX-512 one two-vector panel (24), a panel and a few-rows remainder (33, 55:
-  // 32 + 23, 87: 64 + 23), a partial last panel (56: 32 + 24, 60) and several panels (64);
-  // with AVX2 two-vector panels of 16 from 9 rows on, partial ones at 17 and 33. The one-vector
-  // panel, which no build reaches through ops::linear now, is called directly in the test of
-  // the other kernels below. Widths: in = 256 and 257 put a k-chunk edge at the end and one
+  // 9…16 in two passes, 17…23 in three; with AVX2 the tiles for T ≤ 6; else the portable loop,
+  // T ≤ 8) and the token-panel path: with AVX-512 one two-vector panel (24), a panel and a
+  // few-rows remainder (33, 55: 32 + 23, 87: 64 + 23), a partial last panel (56: 32 + 24, 60)
+  // and several panels (64); with AVX2 one-vector panels at 7 and 8, two-vector panels of 16
+  // from 9 rows on, partial ones at 17 and 33. The one-vector panel at other T is called
+  // directly in the test of the other kernels below. Widths: in = 256 and 257 put a k-chunk edge at the end and one
   // past it, in = 513 a short last portable-loop chunk and a 1-element tail past the 16 lanes,
   // in = 7 only a tail; out = 29, 30, 37, 300 leave partial groups of output features for
   // every vector width and row count.
@@ -126,7 +126,7 @@ TEMPLATE_TEST_CASE("linear: a row's result depends on where T puts it, not on th
   // last ragged_rows(T) rows in the few-rows tiles (AVX-512: 70 → 64 + 6, 40 → 32 + 8). So a
   // row in the panels of a 70-row call equals the same row in the panels of a 40-row call on
   // rows 5…44, and every row the few-rows tiles take (the remainders, and each row of a call
-  // with as many rows as that path takes: 23 with AVX-512, else 8) equals a 1-row call.
+  // with as many rows as that path takes: 23 with AVX-512, 6 with AVX2, else 8) equals a 1-row call.
   std::mt19937 rng(12);
   const index_t in = 333, out = 61;
   tensor<float, 2> x({70, in});
@@ -164,7 +164,7 @@ TEMPLATE_TEST_CASE("linear: a row's result depends on where T puts it, not on th
 
 TEMPLATE_TEST_CASE("linear's portable few-rows loop, Eigen tiles and token panels match the reference",
                    "[ops][linear]", float, bf16, half) {
-  // The portable few-rows loop (T ≤ 8; ops::linear runs it in builds without AVX-512) and the
+  // The portable few-rows loop (T ≤ 8; ops::linear runs it in builds without AVX-512 or AVX2) and the
   // Eigen tiles (T > 8; only without vector extensions), called directly, so that an AVX-512
   // build tests them too; and the panel kernel at every T, which with AVX-512 ops::linear only
   // calls from 24 rows on (its one-vector panels, T ≤ 16, are still what the benchmarks

@@ -19,9 +19,9 @@ void check_all_patterns() {
   std::vector<float> widened(source.size());
   ops::cpu_detail::widen(source.data(), widened.data(), static_cast<index_t>(source.size()));
 #if defined(JETMOE_CPU_VECTORS)
-  std::vector<float> loaded(source.size());  // 16 patterns per load_widened
-  for (std::size_t i = 0; i < source.size(); i += ops::cpu_detail::dot_lanes) {
-    ops::cpu_detail::dot_vector lanes;
+  std::vector<float> loaded(source.size());  // one register's worth of patterns per load_widened
+  for (std::size_t i = 0; i < source.size(); i += ops::cpu_detail::simd_traits::lanes) {
+    ops::cpu_detail::panel_vector lanes;
     ops::cpu_detail::load_widened(source.data() + i, lanes);
     std::memcpy(&loaded[i], &lanes, sizeof lanes);
   }

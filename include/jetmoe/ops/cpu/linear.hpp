@@ -1,7 +1,7 @@
 // jetmoe/ops/cpu/linear.hpp — CPU backend of ops::linear: y = x · Wᵀ, fp32 accumulation.
 //
 // Two shapes of work, one header each:
-//  * few rows (decoding, small expert tiles: T ≤ 23 with AVX-512, else T ≤ 8): memory-bound
+//  * few rows (decoding, small expert tiles: T ≤ 23 with AVX-512, 6 with AVX2, else 8): memory-bound
 //    on the weights — linear_few_rows.hpp.
 //  * many rows (prefill, expert tiles): compute-bound — linear_many_rows.hpp.
 // Both produce each output element in exactly one task, with tiles that depend only on the

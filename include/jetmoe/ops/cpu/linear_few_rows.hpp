@@ -10,10 +10,16 @@
 // six rows at 37 GB/s. y[t, o] is dot.hpp's order (16 lanes, fold, tail), whatever T, the
 // thread count or the task a row falls in.
 //
-// These register tiles are used with AVX-512 only (few_rows_register_tiles); other builds run
-// the portable loop below for T ≤ 8.
+// The tiles run with AVX-512 (a 16-lane accumulator is one register) and AVX2 (two registers
+// holding lanes 0…7 and 8…15, so the sums are the same; T ≤ 6, as many weight rows as the 16
+// registers leave room for, and software prefetch). AVX2 (-march=x86-64-v3) on the Zen 5
+// host, bf16 weights of the four expert projections in bench_moe, against the panel kernel in
+// the same run: 2.2–2.9× at T = 1, 1.8–2.3× at 2, 1.5–2.2× at 3, 1.7–1.9× at 4, 1.4–1.7× at 5,
+// 1.2–1.5× at 6. The portable loop that AVX2 builds ran before got 1.9–2.8× at T = 1 but only
+// 0.65–0.8× at 7 and 8, which now go to the panel kernel. SSE and NEON builds run the portable
+// loop below for T ≤ 8.
 //
-// Above 8 tokens the accumulators no longer fit, so 9…23 tokens run as several passes over
+// With AVX-512, above 8 tokens the accumulators no longer fit, so 9…23 tokens run as several passes over
 // the same weight rows, the later ones reading them from L1/L2: a pass takes all the tokens
 // left up to 8, but of 9…12 left it takes all but 4 (9 → 5 + 4, 16 → 8 + 8, 17 → 8 + 5 + 4,
 // 23 → 8 + 8 + 7). The panel kernel (linear_many_rows.hpp) would give them one 16-token
@@ -26,6 +32,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 
@@ -40,21 +47,33 @@
 namespace jetmoe::ops::cpu_detail {
 
 #if defined(JETMOE_CPU_VECTORS)
-// The register tiles below need a dot_vector (16 floats) to be one register, i.e. AVX-512.
-// With narrower vectors GCC keeps the 64-byte accumulators in memory: on the same Zen 5 host,
-// AVX2 and SSE2 builds of the tiles ran 1.2–5.5× slower than the portable loop (T = 1: 6.8
-// against 37 GFLOP/s with AVX2), so those builds keep the portable loop.
-inline constexpr bool few_rows_register_tiles = simd_traits::lanes >= dot_lanes;
+// Registers per dot.hpp lane group (16 floats): 1 with AVX-512, 2 with AVX2, 4 with SSE or NEON.
+inline constexpr int few_rows_splits = dot_lanes / simd_traits::lanes;
+// The register tiles below run where a 16-lane accumulator spans at most two registers
+// (AVX-512, AVX2). SSE and NEON builds (four registers per accumulator) keep the portable loop.
+inline constexpr bool few_rows_register_tiles = few_rows_splits <= 2;
+// With AVX-512 the tiles take up to 23 rows in passes (see above), and ragged panel remainders.
+inline constexpr bool few_rows_wide_tiles = few_rows_splits == 1;
 #else
+inline constexpr int few_rows_splits = 0;
 inline constexpr bool few_rows_register_tiles = false;
+inline constexpr bool few_rows_wide_tiles = false;
 #endif
 
 struct few_rows_tuning {
-  static constexpr int max_pass_rows = 8;   // tokens of one pass over the weights (registers)
+  // Tokens of one pass over the weights (registers): AVX-512 8; AVX2 6 (2·6 accumulator
+  // registers, a weight and an x register).
+  static constexpr int max_pass_rows = few_rows_wide_tiles ? 8 : few_rows_register_tiles ? 6 : 8;
   static constexpr int min_last_pass_rows = 4;
-  // T at or below this takes this path: with the register tiles 9…23 too, in passes; the
-  // portable loop stops at 8 (it keeps one accumulator per row of x).
-  static constexpr index_t max_rows = few_rows_register_tiles ? 23 : max_pass_rows;
+  // Rows the portable loop takes: it keeps one accumulator per row of x on the stack.
+  static constexpr index_t portable_max_rows = 8;
+  // T at or below this takes this path: with AVX-512 9…23 too, in passes; with AVX2 up to 6
+  // (at 7 and 8 the panel kernel was as fast); else the portable loop's 8.
+  static constexpr index_t max_rows = few_rows_wide_tiles ? 23 : few_rows_register_tiles ? 6 : portable_max_rows;
+  // AVX2 tiles: weight elements ahead of the loads that each row prefetches. With one or two
+  // rows per task (T ≥ 3) the hardware prefetcher alone kept too few misses in flight:
+  // 1024 (2 KiB of bf16) gave 1.2–1.6× at T = 4…6 on the Zen 5 host, 256 about half of that.
+  static constexpr index_t prefetch_distance = 1024;
   static constexpr index_t chunk = 512;     // portable path: weight elements widened at a time (2 KiB)
 };
 
@@ -65,8 +84,10 @@ void linear_few_rows_portable(const exec::cpu& policy, tensor_view<const float, 
                               tensor_view<float, 2> y) {
   const index_t rows = x.extent(0);        // T
   const index_t in_features = x.extent(1); // K
+  check(rows >= 1 && rows <= few_rows_tuning::portable_max_rows, "ops::linear: the portable few-rows loop got ", rows,
+        " rows");
   exec::parallel_for(policy, w.extent(0), rows * in_features, [&](std::ptrdiff_t o) {
-    float acc[few_rows_tuning::max_rows] = {};
+    float acc[few_rows_tuning::portable_max_rows] = {};  // (T) sums of row o with every row of x
     float widened[few_rows_tuning::chunk];  // (chunk) one piece of weight row o, as float
     const W* w_row = &w(o, 0);
     for (index_t k0 = 0; k0 < in_features; k0 += few_rows_tuning::chunk) {
@@ -92,38 +113,53 @@ void linear_few_rows_portable(const exec::cpu& policy, tensor_view<const float, 
 }
 
 #if defined(JETMOE_CPU_VECTORS)
-// Weight rows per task for T tokens. One row for T = 1: a single stream already reads at full
-// speed there and is the simplest pattern. Otherwise as many as the accumulators allow (about
-// the register file's worth of 16-lane vectors) but at most six; measured best on AVX-512.
+// Weight rows per task for T tokens. With AVX-512: one row for T = 1 (a single stream already
+// reads at full speed there and is the simplest pattern), otherwise as many as 32 16-lane
+// accumulators allow, at most six. With AVX2 (16 registers): as many as fit next to the
+// 2·rows·T accumulator registers, a weight register per row and one for x. Measured best.
 template <int Tokens>
 constexpr int few_rows_out_rows() {
-  constexpr int accumulators = simd_traits::registers * simd_traits::lanes / dot_lanes;  // AVX-512: 32
-  return Tokens == 1 ? 1 : std::clamp(accumulators / Tokens, 1, 6);
+  if constexpr (few_rows_splits == 1)
+    return Tokens == 1 ? 1 : std::clamp(simd_traits::registers / Tokens, 1, 6);
+  else
+    return std::clamp((simd_traits::registers - 1) / (few_rows_splits * Tokens + 1), 1, 6);
 }
 
-// y[t, o + r] = Σ_k x[t, k] · w[o + r, k] for r < OutRows, t < Tokens, in dot.hpp's order.
+// y[t, o + r] = Σ_k x[t, k] · w[o + r, k] for r < OutRows, t < Tokens, in dot.hpp's order:
+// each 16-lane accumulator is few_rows_splits registers, register s holding lanes
+// s·lanes … (s + 1)·lanes − 1.
 // w: (OutRows, K) with row stride w_stride; x: (Tokens, K) with row stride x_stride.
 template <int OutRows, int Tokens, class W>
 void few_rows_tile(const W* w, index_t w_stride, const float* x, index_t x_stride, index_t in_features, float* y,
                    index_t y_stride) {
-  dot_vector acc[OutRows][Tokens] = {};
+  constexpr int splits = few_rows_splits, lanes = simd_traits::lanes;
+  panel_vector acc[splits][OutRows][Tokens] = {};
   index_t k = 0;
   for (; k + dot_lanes <= in_features; k += dot_lanes) {
-    dot_vector w_k[OutRows];
-    JETMOE_CPU_UNROLL
-    for (int r = 0; r < OutRows; ++r) load_widened(w + r * w_stride + k, w_k[r]);
-    JETMOE_CPU_UNROLL
-    for (int t = 0; t < Tokens; ++t) {
-      dot_vector x_k;
-      load_vector(x + t * x_stride + k, x_k);
-      keep_in_register(x_k);  // one load per x vector, not one per multiply-add: 15 % faster
+    if constexpr (splits == 2) {  // see few_rows_tuning::prefetch_distance
       JETMOE_CPU_UNROLL
-      for (int r = 0; r < OutRows; ++r) acc[r][t] += w_k[r] * x_k;
+      for (int r = 0; r < OutRows; ++r) __builtin_prefetch(w + r * w_stride + k + few_rows_tuning::prefetch_distance);
+    }
+    JETMOE_CPU_UNROLL
+    for (int s = 0; s < splits; ++s) {
+      panel_vector w_k[OutRows];
+      JETMOE_CPU_UNROLL
+      for (int r = 0; r < OutRows; ++r) load_widened(w + r * w_stride + k + s * lanes, w_k[r]);
+      JETMOE_CPU_UNROLL
+      for (int t = 0; t < Tokens; ++t) {
+        panel_vector x_k;
+        load_vector(x + t * x_stride + k + s * lanes, x_k);
+        keep_in_register(x_k);  // one load per x vector, not one per multiply-add: 15 % faster
+        JETMOE_CPU_UNROLL
+        for (int r = 0; r < OutRows; ++r) acc[s][r][t] += w_k[r] * x_k;
+      }
     }
   }
   for (int r = 0; r < OutRows; ++r)
     for (int t = 0; t < Tokens; ++t) {
-      float total = fold(acc[r][t]);
+      dot_lane_array lane;
+      for (int s = 0; s < splits; ++s) std::memcpy(lane.data() + s * lanes, &acc[s][r][t], sizeof(panel_vector));
+      float total = fold_lanes(lane);
       for (index_t i = k; i < in_features; ++i) total += widen_one(w[r * w_stride + i]) * x[t * x_stride + i];
       y[t * y_stride + r] = total;
     }

@@ -201,17 +201,17 @@ inline constexpr index_t wide_panel_tokens = 2 * simd_traits::lanes;
 // The last rows of a T-row call that linear_many_rows hands to the few-rows kernel: the
 // partial last panel when the few-rows register tiles can take it, else none.
 inline index_t ragged_rows(index_t rows) {
-  if (!few_rows_register_tiles || rows <= wide_panel_tokens) return 0;
+  if (!few_rows_wide_tiles || rows <= wide_panel_tokens) return 0;
   const index_t ragged = rows % wide_panel_tokens;
   return ragged <= few_rows_tuning::max_rows ? ragged : 0;
 }
 #endif
 
-// T > few_rows_tuning::max_rows (23 with AVX-512, else 8): the panel kernel with two vectors
-// of tokens per panel (AVX-512: a ragged remainder in the few-rows kernel), or Eigen where the
-// compiler lacks vector extensions. One-vector panels serve T ≤ one vector, which ops::linear
-// sends to the few-rows kernel in every vector build; they stay for direct callers (the
-// benchmarks' comparison with the few-rows kernel, the tests).
+// T > few_rows_tuning::max_rows (23 with AVX-512, 6 with AVX2, else 8): the panel kernel, or
+// Eigen where the compiler lacks vector extensions. Up to one vector of tokens takes one-vector
+// panels (through ops::linear only AVX2's T = 7 and 8; otherwise the benchmarks' comparison
+// with the few-rows kernel, and the tests), more takes two-vector panels (AVX-512: with a
+// ragged remainder in the few-rows kernel).
 template <class W>
 void linear_many_rows(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
                       tensor_view<float, 2> y) {
