@@ -32,9 +32,9 @@
 // dense_ratio on whole blocks = block time / time of its dense equivalent, the two alternating
 // in the same iterations (dense_ms is the latter);
 // experts_used = experts that received at least one row; on linear_rows, panel_ratio = the
-// panel kernel's time / ops::linear's, alternating in the same iterations (> 1: the few-rows
-// kernel, which ops::linear picks for these rows, is that much faster; 1 where both are the
-// panel kernel).
+// time of token panels for all rows / ops::linear's, alternating in the same iterations (> 1:
+// the few-rows kernel, which ops::linear picks for these rows or for a ragged remainder, is
+// that much faster; 1 where both are the panel kernel alone).
 //
 // Tokens: T ∈ {1, 16, 256, 2048} by default; JETMOE_BENCH_FULL=1 runs 1 … 16384;
 // JETMOE_BENCH_TOKENS=1,64,512 picks any list. Points whose FLOPs exceed
@@ -604,7 +604,7 @@ constexpr projection projections[] = {
     {"jetmoe-8b-out", 5632, 2048},         // its W_out
 };
 // Row counts around the few-rows / panel boundary (an expert tile of T rows, or a decode batch).
-constexpr index_t linear_row_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17, 20, 23, 24};
+constexpr index_t linear_row_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17, 20, 22, 23, 24, 33, 38};
 
 // Compulsory bytes (bf16 weights, fp32 x and y) and FLOPs of one linear_rows call.
 work linear_rows_work(const projection& pr, index_t T) {
@@ -633,9 +633,8 @@ void bm_linear_rows(benchmark::State& state, projection pr, index_t T) {
         benchmark::DoNotOptimize(p.y.data());
       },
       [&] {
-        // The panel kernel alone for these row counts (≤ 24): linear_many_rows hands the
-        // few-rows kernel a remainder only from 33 rows on.
-        jetmoe::ops::cpu_detail::linear_many_rows(policy(), x, w, p.y.view());
+        // The panel kernel alone, without the few-rows kernel's share of a ragged remainder.
+        jetmoe::ops::cpu_detail::linear_token_panels(policy(), x, w, p.y.view());
         benchmark::DoNotOptimize(p.y.data());
       });
   const work needed = linear_rows_work(pr, T);

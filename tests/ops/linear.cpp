@@ -42,11 +42,12 @@ void run_shapes() {
   // T ≤ 8) and the token-panel path: with AVX-512 one two-vector panel (24), a panel and a
   // few-rows remainder (33, 55: 32 + 23, 87: 64 + 23), a partial last panel (56: 32 + 24, 60)
   // and several panels (64); with AVX2 one-vector panels at 7 and 8, two-vector panels of 16
-  // from 9 rows on, partial ones at 17 and 33. The one-vector panel at other T is called
-  // directly in the test of the other kernels below. Widths: in = 256 and 257 put a k-chunk edge at the end and one
-  // past it, in = 513 a short last portable-loop chunk and a 1-element tail past the 16 lanes,
-  // in = 7 only a tail; out = 29, 30, 37, 300 leave partial groups of output features for
-  // every vector width and row count.
+  // from 9 rows on (full at 16 and 64, a partial last one at 9…15, 23, 24, 55, 56, 60, 87) and
+  // panels with a few-rows remainder of up to 6 rows at 17, 20, 21 and 33. The one-vector panel
+  // at other T is called directly in the test of the other kernels below. Widths: in = 256 and
+  // 257 put a k-chunk edge at the end and one past it, in = 513 a short last portable-loop
+  // chunk and a 1-element tail past the 16 lanes, in = 7 only a tail; out = 29, 30, 37, 300
+  // leave partial groups of output features for every vector width and row count.
   const index_t row_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
                                 15, 16, 17, 20, 21, 23, 24, 33, 55, 56, 60, 64, 87};
   const std::pair<index_t, index_t> widths[] = {{1, 1},    {7, 5},    {64, 300}, {513, 37},
@@ -123,7 +124,8 @@ TEMPLATE_TEST_CASE("linear: a row's result depends on where T puts it, not on th
 #if defined(JETMOE_CPU_VECTORS)
   // Both kernels sum every y[t, o] in one fixed order whatever tile or task it lands in: the
   // panels k in order, the few-rows tiles in dot.hpp's 16 lanes; a many-rows call puts its
-  // last ragged_rows(T) rows in the few-rows tiles (AVX-512: 70 → 64 + 6, 40 → 32 + 8). So a
+  // last ragged_rows(T) rows in the few-rows tiles (AVX-512: 70 → 64 + 6, 40 → 32 + 8; AVX2:
+  // 70 → 64 + 6, 40 all in panels). So a
   // row in the panels of a 70-row call equals the same row in the panels of a 40-row call on
   // rows 5…44, and every row the few-rows tiles take (the remainders, and each row of a call
   // with as many rows as that path takes: 23 with AVX-512, 6 with AVX2, else 8) equals a 1-row call.

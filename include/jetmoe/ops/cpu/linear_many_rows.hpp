@@ -11,10 +11,12 @@
 // for 9…2048 rows. Compilers without GCC vector extensions get the Eigen GEMM instead.
 //
 // A ragged last panel would multiply zeros: 66 rows fill two 32-token panels and put 2 tokens
-// in a third that costs as much as a full one (each panel streams all the weights). With
-// AVX-512 a remainder of up to few_rows_tuning::max_rows (23) rows goes to the few-rows kernel
-// instead, whose cost follows the row count (T = 33…270 on four expert projections of the same
-// host: 1.05–1.75× the all-panel speed, most where the last panel is emptiest).
+// in a third that costs as much as a full one (each panel streams all the weights). A
+// remainder of up to few_rows_tuning::max_rows rows (23 with AVX-512, 6 with AVX2) goes to the
+// few-rows kernel instead, whose cost follows the row count. On four expert projections of the
+// same host: AVX-512, T = 33…270, 1.05–1.75× the all-panel speed, most where the last panel is
+// emptiest; AVX2 (16-token panels), bench_moe linear_rows: 1.56–1.70× at T = 17, 1.46–1.56× at
+// 20, 1.31–1.42× at 22, 1.26–1.32× at 33, 1.09–1.20× at 38.
 //
 // Tiles depend only on the shapes, never on the thread count, and each output element is
 // produced by exactly one task, so results are identical for any number of threads. Every
@@ -199,30 +201,35 @@ void linear_panels(const exec::cpu& policy, tensor_view<const float, 2> x, tenso
 inline constexpr index_t wide_panel_tokens = 2 * simd_traits::lanes;
 
 // The last rows of a T-row call that linear_many_rows hands to the few-rows kernel: the
-// partial last panel when the few-rows register tiles can take it, else none.
+// partial last two-vector panel when the few-rows register tiles can take it, else none.
 inline index_t ragged_rows(index_t rows) {
-  if (!few_rows_wide_tiles || rows <= wide_panel_tokens) return 0;
+  if (!few_rows_register_tiles || rows <= wide_panel_tokens) return 0;
   const index_t ragged = rows % wide_panel_tokens;
   return ragged <= few_rows_tuning::max_rows ? ragged : 0;
 }
+
+// All T rows in token panels: one-vector panels up to one vector of tokens (through
+// ops::linear only AVX2's T = 7 and 8), two-vector panels above. The benchmarks compare the
+// few-rows kernel and the ragged split with this.
+template <class W>
+void linear_token_panels(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
+                         tensor_view<float, 2> y) {
+  if (x.extent(0) <= simd_traits::lanes)
+    linear_panels<1>(policy, x, w, y);
+  else
+    linear_panels<2>(policy, x, w, y);
+}
 #endif
 
-// T > few_rows_tuning::max_rows (23 with AVX-512, 6 with AVX2, else 8): the panel kernel, or
-// Eigen where the compiler lacks vector extensions. Up to one vector of tokens takes one-vector
-// panels (through ops::linear only AVX2's T = 7 and 8; otherwise the benchmarks' comparison
-// with the few-rows kernel, and the tests), more takes two-vector panels (AVX-512: with a
-// ragged remainder in the few-rows kernel).
+// T > few_rows_tuning::max_rows (23 with AVX-512, 6 with AVX2, else 8): token panels with the
+// ragged remainder in the few-rows kernel, or Eigen where the compiler lacks vector extensions.
 template <class W>
 void linear_many_rows(const exec::cpu& policy, tensor_view<const float, 2> x, tensor_view<const W, 2> w,
                       tensor_view<float, 2> y) {
 #if defined(JETMOE_CPU_VECTORS)
   const index_t rows = x.extent(0);
-  if (rows <= simd_traits::lanes) {
-    linear_panels<1>(policy, x, w, y);
-    return;
-  }
   const index_t paneled = rows - ragged_rows(rows);
-  linear_panels<2>(policy, x.slice(0, 0, paneled), w, y.slice(0, 0, paneled));
+  linear_token_panels(policy, x.slice(0, 0, paneled), w, y.slice(0, 0, paneled));
   if (paneled < rows) linear_few_rows(policy, x.slice(0, paneled, rows), w, y.slice(0, paneled, rows));
 #else
   linear_eigen_tiles(policy, x, w, y);
