@@ -125,10 +125,10 @@ TEMPLATE_TEST_CASE("linear: a row's result depends on where T puts it, not on th
   // Both kernels sum every y[t, o] in one fixed order whatever tile or task it lands in: the
   // panels k in order, the few-rows tiles in dot.hpp's 16 lanes; a many-rows call puts its
   // last ragged_rows(T) rows in the few-rows tiles (AVX-512: 70 → 64 + 6, 40 → 32 + 8; AVX2:
-  // 70 → 64 + 6, 40 all in panels). So a
-  // row in the panels of a 70-row call equals the same row in the panels of a 40-row call on
-  // rows 5…44, and every row the few-rows tiles take (the remainders, and each row of a call
-  // with as many rows as that path takes: 23 with AVX-512, 6 with AVX2, else 8) equals a 1-row call.
+  // 70 → 64 + 6, 40 all in panels). So a row in the panels of a 70-row call equals the same
+  // row in the panels of a 40-row call on rows 5…44, and every row the few-rows tiles take
+  // (the remainders, and each row of a call with as many rows as that path takes: 23 with
+  // AVX-512, 6 with AVX2, else 8) equals a 1-row call.
   std::mt19937 rng(12);
   const index_t in = 333, out = 61;
   tensor<float, 2> x({70, in});
@@ -166,11 +166,11 @@ TEMPLATE_TEST_CASE("linear: a row's result depends on where T puts it, not on th
 
 TEMPLATE_TEST_CASE("linear's portable few-rows loop, Eigen tiles and token panels match the reference",
                    "[ops][linear]", float, bf16, half) {
-  // The portable few-rows loop (T ≤ 8; ops::linear runs it in builds without AVX-512 or AVX2) and the
-  // Eigen tiles (T > 8; only without vector extensions), called directly, so that an AVX-512
-  // build tests them too; and the panel kernel at every T, which with AVX-512 ops::linear only
-  // calls from 24 rows on (its one-vector panels, T ≤ 16, are still what the benchmarks
-  // compare the few-rows kernel with).
+  // The portable few-rows loop (T ≤ 8; ops::linear runs it in builds without AVX-512 or AVX2)
+  // and the Eigen tiles (T > 8; only without vector extensions), called directly, so that a
+  // vector build tests them too; and linear_many_rows at every T, which ops::linear only calls
+  // from 24 rows on with AVX-512 and from 7 with AVX2 (its one-vector panels at T ≤ 16, or ≤ 8,
+  // are still what the benchmarks compare the few-rows kernel with).
   std::mt19937 rng(13);
   for (const index_t rows : {1, 2, 7, 8, 9, 16, 40})
     for (const auto& [in, out] : {std::pair<index_t, index_t>{64, 300}, {513, 37}, {1030, 19}}) {
